@@ -1,0 +1,184 @@
+// CPU kernels of RoI warping. Forward runs in parallel over RoIs; backward runs in parallel over channel
+// blocks, so that no two threads write the same feature-gradient element, and each block keeps its own
+// K x 4 box-gradient sums (no buffer of the output's size).
+#include "roi_warp.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <tuple>
+#include <vector>
+
+namespace cascades {
+namespace {
+
+// The samples of every warp cell of one RoI, row-major over the (warp_h x warp_w) grid.
+template <typename T>
+void compute_samples(const RoIGeometry<T>& g, T offset, int64_t warp_h, int64_t warp_w, int64_t height,
+                     int64_t width, std::vector<BilinearSample<T>>& samples) {
+  samples.resize(warp_h * warp_w);
+  for (int64_t i = 0; i < warp_h; ++i) {
+    const T y = g.start_y + (T(i) + offset) * g.bin_h;
+    for (int64_t j = 0; j < warp_w; ++j) {
+      const T x = g.start_x + (T(j) + offset) * g.bin_w;
+      samples[i * warp_w + j] = make_sample(y, x, height, width);
+    }
+  }
+}
+
+template <typename T>
+void forward_kernel(const T* input, const T* rois, int64_t channels, int64_t height, int64_t width,
+                    int64_t num_rois, int64_t pooled_h, int64_t pooled_w, int64_t pool, T scale, bool aligned,
+                    T offset, T* output, uint8_t* argmax) {
+  const int64_t warp_h = pooled_h * pool, warp_w = pooled_w * pool;
+  const int64_t plane = height * width, out_plane = pooled_h * pooled_w;
+  at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
+    std::vector<BilinearSample<T>> samples;
+    for (int64_t k = begin; k < end; ++k) {
+      const RoIGeometry<T> g = make_geometry<T>(rois + 5 * k, scale, aligned, warp_h, warp_w);
+      compute_samples(g, offset, warp_h, warp_w, height, width, samples);
+      for (int64_t c = 0; c < channels; ++c) {
+        const T* in = input + (g.batch * channels + c) * plane;
+        T* out = output + (k * channels + c) * out_plane;
+        if (pool == 1) {
+          for (int64_t s = 0; s < out_plane; ++s) out[s] = interpolate<T>(samples[s], in);
+          continue;
+        }
+        uint8_t* arg = argmax + (k * channels + c) * out_plane;
+        for (int64_t ph = 0; ph < pooled_h; ++ph) {
+          for (int64_t pw = 0; pw < pooled_w; ++pw) {
+            T best = T(0);
+            int64_t best_at = -1;
+            for (int64_t a = 0; a < pool; ++a) {
+              for (int64_t b = 0; b < pool; ++b) {
+                const T v = interpolate<T>(samples[(ph * pool + a) * warp_w + pw * pool + b], in);
+                // The first maximum wins; a NaN propagates like in max_pool2d.
+                if (best_at < 0 || v > best || std::isnan(v)) {
+                  best = v;
+                  best_at = a * pool + b;
+                }
+              }
+            }
+            out[ph * pooled_w + pw] = best;
+            arg[ph * pooled_w + pw] = static_cast<uint8_t>(best_at);
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void backward_kernel(const T* grad_output, const T* input, const T* rois, const uint8_t* argmax,
+                     int64_t channels, int64_t height, int64_t width, int64_t num_rois, int64_t pooled_h,
+                     int64_t pooled_w, int64_t pool, T scale, bool aligned, T offset, T* grad_input,
+                     double* box_acc /* num_blocks x num_rois x 4 */, int64_t num_blocks) {
+  const int64_t warp_h = pooled_h * pool, warp_w = pooled_w * pool;
+  const int64_t plane = height * width, out_plane = pooled_h * pooled_w;
+  const int64_t per_block = (channels + num_blocks - 1) / num_blocks;
+  at::parallel_for(0, num_blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<BilinearSample<T>> samples;
+    std::vector<T> fy(warp_h), fx(warp_w);
+    for (int64_t i = 0; i < warp_h; ++i) fy[i] = (T(i) + offset) / T(warp_h);
+    for (int64_t j = 0; j < warp_w; ++j) fx[j] = (T(j) + offset) / T(warp_w);
+    for (int64_t block = begin; block < end; ++block) {
+      const int64_t c_begin = block * per_block, c_end = std::min(channels, c_begin + per_block);
+      for (int64_t k = 0; k < num_rois; ++k) {
+        const RoIGeometry<T> g = make_geometry<T>(rois + 5 * k, scale, aligned, warp_h, warp_w);
+        compute_samples(g, offset, warp_h, warp_w, height, width, samples);
+        double* acc = box_acc + (block * num_rois + k) * 4;
+        for (int64_t c = c_begin; c < c_end; ++c) {
+          const int64_t in_offset = (g.batch * channels + c) * plane;
+          const T* in = input + in_offset;
+          T* grad_in = grad_input + in_offset;
+          const T* grad_out = grad_output + (k * channels + c) * out_plane;
+          const uint8_t* arg = pool == 1 ? nullptr : argmax + (k * channels + c) * out_plane;
+          for (int64_t s = 0; s < out_plane; ++s) {
+            const T grad = grad_out[s];
+            if (grad == T(0)) continue;
+            int64_t i = s / pooled_w, j = s % pooled_w;
+            if (pool > 1) {
+              i = i * pool + arg[s] / pool;
+              j = j * pool + arg[s] % pool;
+            }
+            const BilinearSample<T>& smp = samples[i * warp_w + j];
+            if (!smp.inside) continue;
+            grad_in[smp.o1] += grad * smp.hy * smp.hx;
+            grad_in[smp.o2] += grad * smp.hy * smp.lx;
+            grad_in[smp.o3] += grad * smp.ly * smp.hx;
+            grad_in[smp.o4] += grad * smp.ly * smp.lx;
+            T dv_dy, dv_dx;
+            sample_derivatives<T>(smp, in, &dv_dy, &dv_dx);
+            accumulate_box_grad<T, double>(g, scale, fy[i], fx[j], grad, dv_dy, dv_dx, acc);
+          }
+        }
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> roi_warp_forward_cpu(const at::Tensor& input, const at::Tensor& rois,
+                                                        double spatial_scale, int64_t pooled_height,
+                                                        int64_t pooled_width, int64_t pool_size,
+                                                        bool aligned, double sample_offset) {
+  check_roi_warp_args(input, rois, pooled_height, pooled_width, pool_size, sample_offset);
+  TORCH_CHECK_TYPE(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+                   "roi_warp on the CPU takes float32 or float64 input, got ", input.scalar_type());
+  check_roi_values(rois, input.size(0));
+  const at::Tensor in = input.contiguous(), r = rois.contiguous();
+  const int64_t num_rois = r.size(0), channels = in.size(1);
+  at::Tensor output = at::empty({num_rois, channels, pooled_height, pooled_width}, in.options());
+  at::Tensor argmax = pool_size > 1 ? at::empty(output.sizes(), in.options().dtype(at::kByte))
+                                    : at::empty({0}, in.options().dtype(at::kByte));
+  if (output.numel() == 0) return {output, argmax};
+  AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "roi_warp_forward_cpu", [&] {
+    forward_kernel<scalar_t>(in.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), channels, in.size(2), in.size(3),
+                             num_rois, pooled_height, pooled_width, pool_size, scalar_t(spatial_scale), aligned,
+                             scalar_t(sample_offset), output.data_ptr<scalar_t>(),
+                             pool_size > 1 ? argmax.data_ptr<uint8_t>() : nullptr);
+  });
+  return {output, argmax};
+}
+
+std::tuple<at::Tensor, at::Tensor> roi_warp_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                                         const at::Tensor& rois, const at::Tensor& argmax,
+                                                         double spatial_scale, int64_t pooled_height,
+                                                         int64_t pooled_width, int64_t pool_size, bool aligned,
+                                                         double sample_offset) {
+  check_roi_warp_args(input, rois, pooled_height, pooled_width, pool_size, sample_offset);
+  const int64_t num_rois = rois.size(0), channels = input.size(1);
+  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef({num_rois, channels, pooled_height, pooled_width}),
+                    "roi_warp backward: grad_output has shape ", grad_output.sizes());
+  TORCH_CHECK_VALUE(pool_size == 1 || argmax.sizes() == grad_output.sizes(),
+                    "roi_warp backward: argmax must have the output's shape, got ", argmax.sizes());
+  const at::Tensor in = input.contiguous(), r = rois.contiguous();
+  const at::Tensor grad_out = grad_output.to(in.scalar_type()).contiguous();
+  const at::Tensor arg = argmax.contiguous();
+  at::Tensor grad_input = at::zeros_like(in);
+  at::Tensor grad_rois = at::zeros_like(r);
+  if (grad_out.numel() == 0) return {grad_input, grad_rois};
+  const int64_t num_blocks = std::min<int64_t>(channels, at::get_num_threads());
+  at::Tensor box_acc = at::zeros({num_blocks, num_rois, 4}, in.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "roi_warp_backward_cpu", [&] {
+    backward_kernel<scalar_t>(grad_out.data_ptr<scalar_t>(), in.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(),
+                              pool_size > 1 ? arg.data_ptr<uint8_t>() : nullptr, channels, in.size(2),
+                              in.size(3), num_rois, pooled_height, pooled_width, pool_size,
+                              scalar_t(spatial_scale), aligned, scalar_t(sample_offset),
+                              grad_input.data_ptr<scalar_t>(), box_acc.data_ptr<double>(), num_blocks);
+  });
+  grad_rois.narrow(1, 1, 4).copy_(box_acc.sum(0));
+  return {grad_input, grad_rois};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(cascades, CPU, m) {
+  m.impl("roi_warp_forward", &roi_warp_forward_cpu);
+  m.impl("roi_warp_backward", &roi_warp_backward_cpu);
+}
+
+}  // namespace cascades

@@ -1,0 +1,74 @@
+"""Builds the compiled ops `cascades._C` from csrc/ and installs the package from projects/cascades.
+
+CPU kernels are always built. CUDA kernels are built when a GPU is visible or FORCE_CUDA=1 (the CUDA
+toolkit must then be found through CUDA_HOME or /usr/local/cuda).
+"""
+
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _find_cuda_home():
+    """The toolkit folder holding lib64/libcudart.so; nvcc on PATH may be a wrapper script elsewhere."""
+    for candidate in (os.environ.get("CUDA_HOME"), "/usr/local/cuda", *sorted(glob.glob("/usr/local/cuda-*"))):
+        if candidate and os.path.exists(os.path.join(candidate, "lib64", "libcudart.so")):
+            return candidate
+    return None
+
+
+if "CUDA_HOME" not in os.environ and _find_cuda_home():
+    # torch.utils.cpp_extension reads CUDA_HOME when it is imported.
+    os.environ["CUDA_HOME"] = _find_cuda_home()
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+
+def _extension():
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/*/*.cpp"))
+    cuda_sources = sorted(glob.glob("csrc/*/*.cu"))
+    with_cuda = (torch.cuda.is_available() or os.environ.get("FORCE_CUDA") == "1") and CUDA_HOME is not None
+    if os.environ.get("FORCE_CUDA") == "1" and CUDA_HOME is None:
+        raise RuntimeError("FORCE_CUDA=1 but no CUDA toolkit was found: set CUDA_HOME to the folder "
+                           "that holds lib64/libcudart.so")
+    extra_compile_args = {"cxx": ["-O3", "-fopenmp"]}
+    define_macros = [("Py_LIMITED_API", "0x030B0000")]
+    if os.environ.get("CASCADES_SANITIZE") == "address":
+        # AddressSanitizer build for the out-of-bounds checks (README, "Sanitizer run").
+        extra_compile_args["cxx"] = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address", "-fopenmp"]
+    if with_cuda:
+        extra_compile_args["nvcc"] = ["-O3", "--use_fast_math", "-lineinfo"]
+        define_macros.append(("WITH_CUDA", None))
+        return CUDAExtension(
+            "cascades._C",
+            sources + cuda_sources,
+            extra_compile_args=extra_compile_args,
+            define_macros=define_macros,
+            extra_link_args=["-fsanitize=address"] if os.environ.get("CASCADES_SANITIZE") else [],
+            py_limited_api=True,
+        )
+    return CppExtension(
+        "cascades._C",
+        sources,
+        extra_compile_args=extra_compile_args,
+        define_macros=define_macros,
+        extra_link_args=["-fsanitize=address"] if os.environ.get("CASCADES_SANITIZE") else [],
+        py_limited_api=True,
+    )
+
+
+setup(
+    name="detectron2-cascades",
+    version="0.1.0",
+    description="Multi-stage instance segmentation cascades (MNC, SCNet, HTC) for detectron2",
+    package_dir={"cascades": "projects/cascades"},
+    packages=["cascades"] + ["cascades." + p for p in find_packages("projects/cascades")],
+    python_requires=">=3.10",
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": BuildExtension},
+    options={"bdist_wheel": {"py_limited_api": "cp311"}},
+)
