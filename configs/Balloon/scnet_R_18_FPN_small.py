@@ -1,0 +1,18 @@
+# SCNet, ResNet-18-FPN(64) from scratch on balloon at short side 256: trains on a CPU.
+from detectron2.model_zoo import get_config
+
+from ..common.data.balloon import NUM_CLASSES, SEMANTIC_NUM_CLASSES, dataloader
+from ..common.models.cascade_mask_rcnn_semantic_fpn import small_model
+from ..common.models.scnet_fpn import model
+from ..common.schedules import step_schedule
+from ..common.train import train
+
+model = small_model(model, NUM_CLASSES, SEMANTIC_NUM_CLASSES)
+
+train.max_iter = 2000
+train.eval_period = 500
+train.checkpointer.period = 500
+train.output_dir = "./output/balloon_scnet_R_18_FPN_small"
+
+optimizer = get_config("common/optim.py").SGD
+lr_multiplier = step_schedule(train.max_iter, warmup_iter=50)

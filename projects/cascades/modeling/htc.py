@@ -1,0 +1,75 @@
+"""Hybrid Task Cascade's ROI heads (Chen et al., CVPR 2019), as the SCNet paper's Eq. (2)."""
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, select_foreground_proposals
+from detectron2.modeling.roi_heads.mask_head import mask_rcnn_loss
+
+from .htc_mask_head import HTCMaskHead
+from .semantic_cascade_roi_heads import SemanticCascadeROIHeads
+
+__all__ = ["HTCROIHeads"]
+
+
+@ROI_HEADS_REGISTRY.register()
+class HTCROIHeads(SemanticCascadeROIHeads):
+    """
+    One :class:`HTCMaskHead` per box stage. Interleaved execution: mask stage t is trained on the
+    boxes regressed by box stage t (re-labelled at stage t's IoU threshold), not on its input
+    boxes. Mask information flow: head t adds head t-1's conv features, which are recomputed on
+    stage t's RoIs. At test time all heads run in chain on the final boxes and their mask
+    probabilities are averaged.
+    """
+
+    @configurable
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        heads = self.mask_head if self.mask_on else []
+        if len(heads) != self.num_cascade_stages or not all(
+            isinstance(h, HTCMaskHead) for h in heads
+        ):
+            raise ValueError(f"mask_head must be {self.num_cascade_stages} HTCMaskHead, one per stage")
+        flows = [h.prev_stage_proj is not None for h in heads]
+        if flows != [False] + [True] * (len(heads) - 1):
+            raise ValueError(
+                f"HTCMaskHead with_prev_stage must be False for stage 0 and True after, got {flows}"
+            )
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        resolution = cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION
+        channels = input_shape[cfg.MODEL.ROI_HEADS.IN_FEATURES[0]].channels
+        shape = ShapeSpec(channels=channels, height=resolution, width=resolution)
+        ret["mask_head"] = [
+            HTCMaskHead(cfg, shape, with_prev_stage=t > 0)
+            for t in range(len(cfg.MODEL.ROI_BOX_CASCADE_HEAD.IOUS))
+        ]
+        return ret
+
+    def _chain(self, x, last_stage: int):
+        """Conv features of mask heads 0..last_stage on the same RoI features ``x``."""
+        feats = []
+        prev = None
+        for head in self.mask_head[: last_stage + 1]:
+            prev = head.mask_features(x, prev)
+            feats.append(prev)
+        return feats
+
+    def _mask_losses(self, features, stages, context, targets):
+        losses = {}
+        for t, stage in enumerate(stages):
+            sizes = [x.image_size for x in stage.proposals]
+            proposals = self._create_proposals_from_boxes(stage.pred_boxes, sizes)
+            proposals = self._match_and_label_boxes(proposals, t, targets, log_stats=False)
+            fg, _ = select_foreground_proposals(proposals, self.num_classes)
+            x = self._mask_roi_features(features, [p.proposal_boxes for p in fg], context)
+            logits = self.mask_head[t].predict(self._chain(x, t)[-1])
+            loss = mask_rcnn_loss(logits, fg, self.mask_head[t].vis_period)
+            losses[f"loss_mask_stage{t}"] = loss * self.stage_loss_weights[t]
+        return losses
+
+    def _mask_inference(self, features, instances, context):
+        x = self._mask_roi_features(features, [x.pred_boxes for x in instances], context)
+        feats = self._chain(x, len(self.mask_head) - 1)
+        logits = [head.predict(f) for head, f in zip(self.mask_head, feats)]
+        return self._average_mask_probs(logits, instances)

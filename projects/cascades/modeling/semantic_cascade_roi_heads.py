@@ -1,0 +1,245 @@
+"""Cascade ROI heads whose RoI features are enriched with whole-image context (HTC, SCNet)."""
+from typing import Dict, List, NamedTuple, Optional
+
+import torch
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.modeling.poolers import ROIPooler
+from detectron2.modeling.roi_heads import CascadeROIHeads
+from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
+from detectron2.modeling.roi_heads.mask_head import mask_rcnn_inference
+from detectron2.structures import Boxes, Instances, pairwise_iou
+from detectron2.utils.events import get_event_storage
+
+__all__ = ["SemanticCascadeROIHeads", "ImageContext", "CascadeStage"]
+
+
+class ImageContext(NamedTuple):
+    """Whole-image features shared by all RoIs of an image; None where the branch is off."""
+
+    semantic: Optional[torch.Tensor]  # (N, C, H/s, W/s) semantic-branch embedding
+    glbctx: Optional[torch.Tensor]  # (N, C) global-context vector
+
+
+class CascadeStage(NamedTuple):
+    """What one box stage saw and produced, kept for the mask branch."""
+
+    predictions: tuple  # output of the stage's FastRCNNOutputLayers
+    proposals: List[Instances]  # its input boxes (with gt labels in training)
+    box_features: torch.Tensor  # box-head output, one row per proposal (feature relay)
+    pred_boxes: List[torch.Tensor]  # its regressed boxes, the next stage's input
+
+
+class SemanticCascadeROIHeads(CascadeROIHeads):
+    """
+    :class:`CascadeROIHeads` plus two optional whole-image branches whose outputs are added to
+    every box and mask RoI feature: HTC's semantic segmentation branch (its embedding is
+    RoI-pooled at the mask/box resolution) and SCNet's global context branch (one vector per
+    image). Stage losses are weighted explicitly by ``stage_loss_weights``, as in the HTC/SCNet
+    papers, instead of detectron2's gradient scaling on the RoI features.
+
+    Subclasses define the mask branch by implementing ``_mask_losses`` and ``_mask_inference``.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        stage_loss_weights: List[float],
+        semantic_head: Optional[nn.Module] = None,
+        global_context_head: Optional[nn.Module] = None,
+        **kwargs,
+    ):
+        """
+        Args:
+            stage_loss_weights: weight of each box stage's losses (alpha_t).
+            semantic_head: a :class:`FusedSemanticHead`, or None for no semantic branch.
+            global_context_head: a :class:`GlobalContextHead`, or None for no global context.
+            Other arguments are those of :class:`CascadeROIHeads`; ``mask_head`` may be a list.
+        """
+        mask_head = kwargs.pop("mask_head", None)
+        if mask_head is not None and not isinstance(mask_head, nn.Module):
+            mask_head = nn.ModuleList(mask_head)  # one head per stage
+        super().__init__(mask_head=mask_head, **kwargs)
+        if len(stage_loss_weights) != self.num_cascade_stages:
+            raise ValueError(
+                f"stage_loss_weights has {len(stage_loss_weights)} entries, expected one per box "
+                f"stage ({self.num_cascade_stages})"
+            )
+        self.stage_loss_weights = list(stage_loss_weights)
+        self.semantic_head = semantic_head
+        self.global_context_head = global_context_head
+        if semantic_head is not None:
+            # The embedding is one map at the semantic head's stride; pool it like the FPN levels.
+            scales = (1.0 / semantic_head.stride,)
+            self.semantic_box_pooler = ROIPooler(self.box_pooler.output_size, scales, 0, "ROIAlignV2")
+            if self.mask_on:
+                self.semantic_mask_pooler = ROIPooler(
+                    self.mask_pooler.output_size, scales, 0, "ROIAlignV2"
+                )
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        from .global_context_head import GlobalContextHead
+        from .semantic_head import FusedSemanticHead
+
+        ret = super().from_config(cfg, input_shape)
+        ret["stage_loss_weights"] = cfg.MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS
+        if cfg.MODEL.SEMANTIC_HEAD.ENABLED:
+            ret["semantic_head"] = FusedSemanticHead(cfg, input_shape)
+        if cfg.MODEL.GLOBAL_CONTEXT_HEAD.ENABLED:
+            ret["global_context_head"] = GlobalContextHead(cfg, input_shape)
+        return ret
+
+    def forward(self, images, features, proposals, targets=None, sem_seg_targets=None):
+        """
+        Args:
+            sem_seg_targets (Tensor or None): (N, H, W) int64 semantic labels of the padded batch,
+                required in training when the semantic branch is on.
+            Other arguments as in :meth:`CascadeROIHeads.forward`.
+        """
+        del images
+        context, losses = self._image_context(features, targets, sem_seg_targets)
+        if self.training:
+            if not targets:
+                raise ValueError("targets (gt Instances per image) are required in training")
+            proposals = self.label_and_sample_proposals(proposals, targets)
+            stages = self._run_cascade(features, proposals, context, targets)
+            losses.update(self._box_losses(stages))
+            losses.update(self._mask_losses(features, stages, context, targets))
+            return proposals, losses
+        stages = self._run_cascade(features, proposals, context)
+        instances = self._box_inference(stages, [x.image_size for x in proposals])
+        return self._mask_inference(features, instances, context), {}
+
+    def forward_with_given_boxes(self, features, instances):
+        assert not self.training
+        context, _ = self._image_context(features)
+        return self._mask_inference(features, instances, context)
+
+    def _image_context(self, features, targets=None, sem_seg_targets=None):
+        semantic = glbctx = None
+        losses: Dict[str, torch.Tensor] = {}
+        if self.semantic_head is not None:
+            logits, semantic = self.semantic_head(features)
+            if self.training:
+                sem_seg_targets = self.semantic_head.check_targets(sem_seg_targets)
+                losses.update(self.semantic_head.losses(logits, sem_seg_targets))
+        if self.global_context_head is not None:
+            logits, glbctx = self.global_context_head(features)
+            if self.training:
+                losses.update(self.global_context_head.losses(logits, targets))
+        return ImageContext(semantic, glbctx), losses
+
+    def _fuse_context(self, roi_features, boxes: List[Boxes], context: ImageContext, semantic_pooler):
+        """Adds the RoI-pooled semantic embedding and the image's context vector to RoI features."""
+        if context.semantic is not None:
+            roi_features = roi_features + semantic_pooler([context.semantic], boxes)
+        if context.glbctx is not None:
+            num_rois = torch.as_tensor([len(b) for b in boxes], device=roi_features.device)
+            image_index = torch.repeat_interleave(
+                torch.arange(len(boxes), device=roi_features.device), num_rois
+            )
+            roi_features = roi_features + context.glbctx[image_index][:, :, None, None]
+        return roi_features
+
+    def _box_head_features(self, features, boxes: List[Boxes], stage: int, context) -> torch.Tensor:
+        x = self.box_pooler(features, boxes)
+        x = self._fuse_context(x, boxes, context, getattr(self, "semantic_box_pooler", None))
+        return self.box_head[stage](x)
+
+    def _mask_roi_features(self, features, boxes: List[Boxes], context) -> torch.Tensor:
+        x = self.mask_pooler([features[f] for f in self.mask_in_features], boxes)
+        return self._fuse_context(x, boxes, context, getattr(self, "semantic_mask_pooler", None))
+
+    def _run_cascade(self, features, proposals, context, targets=None) -> List[CascadeStage]:
+        """The box stages of :meth:`CascadeROIHeads._forward_box`, keeping each stage's proposals
+        and box features, which the mask branches and feature relay need."""
+        features = [features[f] for f in self.box_in_features]
+        image_sizes = [x.image_size for x in proposals]
+        stages: List[CascadeStage] = []
+        for k in range(self.num_cascade_stages):
+            if k > 0:
+                proposals = self._create_proposals_from_boxes(stages[-1].pred_boxes, image_sizes)
+                if self.training:
+                    proposals = self._match_and_label_boxes(proposals, k, targets)
+            boxes = [x.proposal_boxes for x in proposals]
+            box_features = self._box_head_features(features, boxes, k, context)
+            predictions = self.box_predictor[k](box_features)
+            pred_boxes = self.box_predictor[k].predict_boxes(predictions, proposals)
+            stages.append(CascadeStage(predictions, proposals, box_features, pred_boxes))
+        return stages
+
+    def _box_losses(self, stages: List[CascadeStage]) -> Dict[str, torch.Tensor]:
+        losses = {}
+        storage = get_event_storage()
+        for k, (stage, weight) in enumerate(zip(stages, self.stage_loss_weights)):
+            with storage.name_scope(f"stage{k}"):
+                stage_losses = self.box_predictor[k].losses(stage.predictions, stage.proposals)
+            losses.update({f"{name}_stage{k}": v * weight for name, v in stage_losses.items()})
+        return losses
+
+    def _box_inference(self, stages: List[CascadeStage], image_sizes) -> List[Instances]:
+        """Class scores averaged over the stages, boxes of the last stage (Cascade R-CNN)."""
+        scores_per_stage = [
+            self.box_predictor[k].predict_probs(s.predictions, s.proposals)
+            for k, s in enumerate(stages)
+        ]
+        scores = [sum(per_image) / len(stages) for per_image in zip(*scores_per_stage)]
+        predictor = self.box_predictor[-1]
+        instances, _ = fast_rcnn_inference(
+            stages[-1].pred_boxes,
+            scores,
+            image_sizes,
+            predictor.test_score_thresh,
+            predictor.test_nms_thresh,
+            predictor.test_topk_per_image,
+        )
+        return instances
+
+    @torch.no_grad()
+    def _match_and_label_boxes(self, proposals, stage, targets, log_stats=True):
+        """As :meth:`CascadeROIHeads._match_and_label_boxes`, but carries every ``gt_*`` field
+        (masks included) to the matched boxes, since masks are trained on later stages' boxes."""
+        num_fg = []
+        for proposals_per_image, targets_per_image in zip(proposals, targets):
+            iou = pairwise_iou(targets_per_image.gt_boxes, proposals_per_image.proposal_boxes)
+            matched_idxs, labels = self.proposal_matchers[stage](iou)
+            if len(targets_per_image) > 0:
+                for name, value in targets_per_image.get_fields().items():
+                    if name.startswith("gt_"):
+                        proposals_per_image.set(name, value[matched_idxs])
+                proposals_per_image.gt_classes[labels == 0] = self.num_classes
+            else:
+                proposals_per_image.gt_classes = torch.full_like(matched_idxs, self.num_classes)
+                proposals_per_image.gt_boxes = Boxes(
+                    targets_per_image.gt_boxes.tensor.new_zeros((len(proposals_per_image), 4))
+                )
+            num_fg.append((labels == 1).sum().item())
+        if log_stats:
+            storage = get_event_storage()
+            num_boxes = [len(p) for p in proposals]
+            storage.put_scalar(f"stage{stage}/roi_head/num_fg_samples", sum(num_fg) / len(num_fg))
+            storage.put_scalar(
+                f"stage{stage}/roi_head/num_bg_samples", (sum(num_boxes) - sum(num_fg)) / len(num_fg)
+            )
+        return proposals
+
+    @staticmethod
+    def _average_mask_probs(logits_per_head: List[torch.Tensor], instances: List[Instances]):
+        """Mask ensemble: each instance's mask = mean over heads of its class's probability."""
+        summed = None
+        for logits in logits_per_head:
+            mask_rcnn_inference(logits, instances)
+            probs = [x.pred_masks for x in instances]
+            summed = probs if summed is None else [a + b for a, b in zip(summed, probs)]
+        for x, total in zip(instances, summed):
+            x.pred_masks = total / len(logits_per_head)
+        return instances
+
+    def _mask_losses(self, features, stages, context, targets) -> Dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _mask_inference(self, features, instances, context) -> List[Instances]:
+        raise NotImplementedError
