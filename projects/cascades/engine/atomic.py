@@ -1,0 +1,45 @@
+"""Files that appear complete or not at all: a kill mid-write leaves the previous version intact."""
+
+import os
+
+from detectron2.utils.file_io import PathManager
+
+__all__ = ["AtomicFile", "AtomicPathManager"]
+
+
+class AtomicFile:
+    """``with AtomicFile(path, "wb") as f``: writes go to a temporary file beside ``path``, which
+    replaces ``path`` (after fsync) only when the block exits without an exception."""
+
+    def __init__(self, path, mode="w"):
+        if "w" not in mode:
+            raise ValueError(f"AtomicFile is for writing; got mode={mode!r}")
+        self._path = path
+        self._tmp = f"{path}.partial-{os.getpid()}"
+        self._file = open(self._tmp, mode)
+
+    def __enter__(self):
+        return self._file
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self._file.close()
+            os.remove(self._tmp)
+            return
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._tmp, self._path)
+
+
+class AtomicPathManager:
+    """detectron2's PathManager, except that local files opened for writing are ``AtomicFile``s.
+    Given to fvcore's Checkpointer, which writes checkpoints and ``last_checkpoint`` through it."""
+
+    def open(self, path, mode="r", **kwargs):
+        if "w" in mode and os.path.isdir(os.path.dirname(path) or "."):
+            return AtomicFile(path, mode)
+        return PathManager.open(path, mode, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(PathManager, name)

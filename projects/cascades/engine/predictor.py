@@ -1,0 +1,58 @@
+"""Inference on single images from Python: detectron2's DefaultPredictor for LazyConfigs."""
+
+import numpy as np
+import torch
+
+import detectron2.data.transforms as T
+from detectron2.config import instantiate
+
+from .checkpoint import Checkpointer
+
+__all__ = ["Predictor"]
+
+
+class Predictor:
+    """
+    Loads ``cfg.model`` with the weights of ``cfg.train.init_checkpoint`` (which must fit the model
+    exactly) and runs it on one BGR image at a time, resized like ``cfg.dataloader.test``.
+
+    Example::
+
+        cfg = cascades.model_zoo.get_config("DefaultShapes/cascade_mask_rcnn_R_18_FPN_demo.py")
+        cfg.train.init_checkpoint = "output/demo/model_final.pth"
+        outputs = Predictor(cfg)(cv2.imread("input.jpg"))  # {"instances": Instances}
+    """
+
+    def __init__(self, cfg):
+        if not cfg.train.init_checkpoint:
+            raise ValueError("Predictor needs trained weights: set train.init_checkpoint to a checkpoint "
+                             "path or URL")
+        self.device = torch.device(cfg.train.device)
+        self.model = instantiate(cfg.model).to(self.device).eval()
+        Checkpointer(self.model, strict=True).load(cfg.train.init_checkpoint)
+        mapper = cfg.dataloader.test.mapper
+        self.augmentations = T.AugmentationList([instantiate(a) for a in mapper.augmentations])
+        self.input_format = mapper.image_format
+        if self.input_format not in ("BGR", "RGB"):
+            raise ValueError(f"dataloader.test.mapper.image_format must be BGR or RGB; got {self.input_format!r}")
+
+    def __call__(self, image):
+        """
+        Args:
+            image (np.ndarray): an HxWx3 uint8 image in BGR order, as from ``cv2.imread``.
+
+        Returns:
+            dict: the model's outputs for the image, e.g. ``{"instances": Instances}`` in image pixels.
+        """
+        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3):
+            raise ValueError("Predictor expects an HxWx3 BGR image (as from cv2.imread); got "
+                             + (f"an array of shape {image.shape}" if isinstance(image, np.ndarray)
+                                else type(image).__name__))
+        height, width = image.shape[:2]
+        if self.input_format == "RGB":
+            image = image[:, :, ::-1]
+        aug_input = T.AugInput(image)
+        self.augmentations(aug_input)
+        tensor = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)).astype("float32"))
+        with torch.no_grad():
+            return self.model([{"image": tensor.to(self.device), "height": height, "width": width}])[0]

@@ -1,0 +1,66 @@
+#!/usr/bin/env python
+"""
+Trains and evaluates the project's LazyConfig models, detectron2-style.
+
+One machine:     ./train_net.py --config-file configs/DefaultShapes/cascade_mask_rcnn_R_18_FPN_demo.py
+                 ./train_net.py --config-file cfg.py --num-gpus 8 train.max_iter=1000
+Evaluate:        ./train_net.py --config-file cfg.py --eval-only train.init_checkpoint=model_final.pth
+Resume:          ./train_net.py --config-file cfg.py --resume        (continues train.output_dir)
+Many machines:   (machine i)$ ./train_net.py --num-machines 2 --machine-rank i --dist-url tcp://host0:port ...
+SLURM:           ./train_net.py --config-file cfg.py --slurm --slurm-partition gpu --slurm-nodes 2 --num-gpus 8
+"""
+
+from cascades.engine.config import check_datasets, exit_on_bad_input, load_config
+from cascades.engine.trainer import run
+from detectron2.engine import default_argument_parser, launch
+
+# A model-zoo name, so that it resolves from any working directory.
+DEFAULT_CONFIG = "DefaultShapes/cascade_mask_rcnn_R_18_FPN_demo.py"
+
+
+def argument_parser():
+    parser = default_argument_parser(epilog=__doc__)
+    parser.set_defaults(config_file=DEFAULT_CONFIG)
+    parser.add_argument("--amp", action="store_true", help="automatic mixed precision (CUDA only); "
+                        "the same as train.amp.enabled=True")
+    slurm = parser.add_argument_group("SLURM (through submitit; --num-gpus is the GPUs per node)")
+    slurm.add_argument("--slurm", action="store_true", help="submit the run as a SLURM job and exit")
+    slurm.add_argument("--slurm-partition", default=None, help="partition to submit to")
+    slurm.add_argument("--slurm-nodes", type=int, default=1, help="number of nodes")
+    slurm.add_argument("--slurm-time", type=int, default=24 * 60, help="time limit per job, in minutes")
+    slurm.add_argument("--slurm-cpus-per-gpu", type=int, default=8, help="CPU cores per GPU")
+    return parser
+
+
+def parse_args(argv=None):
+    args = argument_parser().parse_args(argv)
+    if args.amp:
+        args.opts = ["train.amp.enabled=True", *args.opts]
+    for name in ("num_gpus", "num_machines", "slurm_nodes", "slurm_time"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be at least 1; got {getattr(args, name)}")
+    if not 0 <= args.machine_rank < args.num_machines:
+        raise SystemExit(f"--machine-rank must be in [0, --num-machines={args.num_machines}); "
+                         f"got {args.machine_rank}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # Check the config here once, so that a bad config, override or dataset fails with a one-line error
+    # before any process or job starts.
+    with exit_on_bad_input("train_net.py"):
+        cfg = load_config(args.config_file, args.opts)
+        check_datasets(cfg)
+    if args.slurm:
+        from cascades.engine.slurm import TrainingJob, build_executor
+
+        job = build_executor(args, cfg.train.output_dir).submit(TrainingJob(args))
+        print(f"Submitted SLURM job {job.job_id}; its logs are in {job.paths.folder}")
+        return
+    launch(run, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
+
+
+if __name__ == "__main__":
+    main()
