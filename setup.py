@@ -36,11 +36,14 @@ def _extension():
         raise RuntimeError("FORCE_CUDA=1 but no CUDA toolkit was found: set CUDA_HOME to the folder "
                            "that holds lib64/libcudart.so")
     extra_compile_args = {"cxx": ["-O3", "-fopenmp"]}
-    define_macros = [("Py_LIMITED_API", "0x030B0000")]
+    define_macros = []
     if os.environ.get("CASCADES_SANITIZE") == "address":
         # AddressSanitizer build for the out-of-bounds checks (README, "Sanitizer run").
         extra_compile_args["cxx"] = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address", "-fopenmp"]
     if with_cuda:
+        if not torch.cuda.is_available():
+            # No GPU to query: build for the common data-centre and desktop architectures, plus PTX.
+            os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "7.5;8.0;8.6;9.0+PTX")
         extra_compile_args["nvcc"] = ["-O3", "--use_fast_math", "-lineinfo"]
         define_macros.append(("WITH_CUDA", None))
         return CUDAExtension(

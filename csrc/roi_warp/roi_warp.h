@@ -28,7 +28,7 @@ namespace cascades {
 // The four neighbours and weights of one bilinear sample, plus what the box derivative needs.
 template <typename T>
 struct BilinearSample {
-  int64_t o1, o2, o3, o4;  // offsets in the H x W plane: (y0,x0), (y0,x1), (y1,x0), (y1,x1)
+  int32_t o1, o2, o3, o4;  // offsets in the H x W plane: (y0,x0), (y0,x1), (y1,x0), (y1,x1)
   T hy, ly, hx, lx;        // weights: w1 = hy*hx, w2 = hy*lx, w3 = ly*hx, w4 = ly*lx
   bool inside;             // false: the sample lies out of the map and reads 0
   bool y_free, x_free;     // false: the coordinate was clamped to the border (derivative 0)
@@ -69,10 +69,10 @@ C10_HOST_DEVICE inline BilinearSample<T> make_sample(T y, T x, int64_t height, i
   s.lx = x - T(x0);
   s.hy = T(1) - s.ly;
   s.hx = T(1) - s.lx;
-  s.o1 = y0 * width + x0;
-  s.o2 = y0 * width + x1;
-  s.o3 = y1 * width + x0;
-  s.o4 = y1 * width + x1;
+  s.o1 = static_cast<int32_t>(y0 * width + x0);
+  s.o2 = static_cast<int32_t>(y0 * width + x1);
+  s.o3 = static_cast<int32_t>(y1 * width + x0);
+  s.o4 = static_cast<int32_t>(y1 * width + x1);
   return s;
 }
 

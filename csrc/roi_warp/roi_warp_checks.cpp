@@ -21,6 +21,8 @@ void check_roi_warp_args(const at::Tensor& input, const at::Tensor& rois, int64_
                     pool_size);
   TORCH_CHECK_VALUE(sample_offset == 0.0 || sample_offset == 0.5,
                     "roi_warp: sample_offset must be 0.5 (cell centre) or 0 (bin start), got ", sample_offset);
+  TORCH_CHECK_VALUE(input.size(2) * input.size(3) < (int64_t(1) << 31),
+                    "roi_warp: an H x W plane must hold fewer than 2^31 elements, got shape ", input.sizes());
   TORCH_CHECK_VALUE((input.size(2) >= 1 && input.size(3) >= 1) || rois.size(0) == 0,
                     "roi_warp: input must have a non-empty H x W map, got shape ", input.sizes());
 }

@@ -1,6 +1,7 @@
-// CPU kernels of RoI warping. Forward runs in parallel over RoIs; backward runs in parallel over channel
-// blocks, so that no two threads write the same feature-gradient element, and each block keeps its own
-// K x 4 box-gradient sums (no buffer of the output's size).
+// CPU kernels of RoI warping. The samples of all RoIs are computed once; forward then runs in parallel
+// over channels and backward over channel blocks, so that a channel's plane stays in cache while every
+// RoI reads it, and no two threads write the same feature-gradient element. Each backward block keeps its
+// own K x 4 box-gradient sums (no buffer of the output's size).
 #include "roi_warp.h"
 
 #include <ATen/ATen.h>
@@ -16,18 +17,35 @@
 namespace cascades {
 namespace {
 
-// The samples of every warp cell of one RoI, row-major over the (warp_h x warp_w) grid.
+// The samples of every warp cell of every RoI, (K, warp_h, warp_w) row-major, and each RoI's geometry.
+// Computed once per call: the kernels below then loop over tiles of RoIs and, inside a tile, over
+// channels, so that a channel's plane stays in cache while the tile's RoIs sample it.
 template <typename T>
-void compute_samples(const RoIGeometry<T>& g, T offset, int64_t warp_h, int64_t warp_w, int64_t height,
-                     int64_t width, std::vector<BilinearSample<T>>& samples) {
-  samples.resize(warp_h * warp_w);
-  for (int64_t i = 0; i < warp_h; ++i) {
-    const T y = g.start_y + (T(i) + offset) * g.bin_h;
-    for (int64_t j = 0; j < warp_w; ++j) {
-      const T x = g.start_x + (T(j) + offset) * g.bin_w;
-      samples[i * warp_w + j] = make_sample(y, x, height, width);
+void compute_samples(const T* rois, int64_t num_rois, T scale, bool aligned, T offset, int64_t warp_h,
+                     int64_t warp_w, int64_t height, int64_t width, std::vector<RoIGeometry<T>>& geometry,
+                     std::vector<BilinearSample<T>>& samples) {
+  geometry.resize(num_rois);
+  samples.resize(num_rois * warp_h * warp_w);
+  at::parallel_for(0, num_rois, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const RoIGeometry<T> g = make_geometry<T>(rois + 5 * k, scale, aligned, warp_h, warp_w);
+      geometry[k] = g;
+      BilinearSample<T>* out = samples.data() + k * warp_h * warp_w;
+      for (int64_t i = 0; i < warp_h; ++i) {
+        const T y = g.start_y + (T(i) + offset) * g.bin_h;
+        for (int64_t j = 0; j < warp_w; ++j) {
+          out[i * warp_w + j] = make_sample(y, g.start_x + (T(j) + offset) * g.bin_w, height, width);
+        }
+      }
     }
-  }
+  });
+}
+
+// RoIs are visited in tiles whose samples fit in a core's L2 cache together with a feature plane.
+template <typename T>
+int64_t rois_per_tile(int64_t cells) {
+  constexpr int64_t kTileBytes = 128 * 1024;
+  return std::max<int64_t>(1, kTileBytes / (cells * static_cast<int64_t>(sizeof(BilinearSample<T>))));
 }
 
 template <typename T>
@@ -35,17 +53,20 @@ void forward_kernel(const T* input, const T* rois, int64_t channels, int64_t hei
                     int64_t num_rois, int64_t pooled_h, int64_t pooled_w, int64_t pool, T scale, bool aligned,
                     T offset, T* output, uint8_t* argmax) {
   const int64_t warp_h = pooled_h * pool, warp_w = pooled_w * pool;
-  const int64_t plane = height * width, out_plane = pooled_h * pooled_w;
-  at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
-    std::vector<BilinearSample<T>> samples;
-    for (int64_t k = begin; k < end; ++k) {
-      const RoIGeometry<T> g = make_geometry<T>(rois + 5 * k, scale, aligned, warp_h, warp_w);
-      compute_samples(g, offset, warp_h, warp_w, height, width, samples);
-      for (int64_t c = 0; c < channels; ++c) {
-        const T* in = input + (g.batch * channels + c) * plane;
+  const int64_t plane = height * width, out_plane = pooled_h * pooled_w, cells = warp_h * warp_w;
+  std::vector<RoIGeometry<T>> geometry;
+  std::vector<BilinearSample<T>> samples;
+  compute_samples(rois, num_rois, scale, aligned, offset, warp_h, warp_w, height, width, geometry, samples);
+  const int64_t tile = rois_per_tile<T>(cells);
+  at::parallel_for(0, channels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t tile_begin = 0; tile_begin < num_rois; tile_begin += tile)
+    for (int64_t c = begin; c < end; ++c) {
+      for (int64_t k = tile_begin; k < std::min(num_rois, tile_begin + tile); ++k) {
+        const T* in = input + (geometry[k].batch * channels + c) * plane;
+        const BilinearSample<T>* smp = samples.data() + k * cells;
         T* out = output + (k * channels + c) * out_plane;
         if (pool == 1) {
-          for (int64_t s = 0; s < out_plane; ++s) out[s] = interpolate<T>(samples[s], in);
+          for (int64_t s = 0; s < out_plane; ++s) out[s] = interpolate<T>(smp[s], in);
           continue;
         }
         uint8_t* arg = argmax + (k * channels + c) * out_plane;
@@ -55,7 +76,7 @@ void forward_kernel(const T* input, const T* rois, int64_t channels, int64_t hei
             int64_t best_at = -1;
             for (int64_t a = 0; a < pool; ++a) {
               for (int64_t b = 0; b < pool; ++b) {
-                const T v = interpolate<T>(samples[(ph * pool + a) * warp_w + pw * pool + b], in);
+                const T v = interpolate<T>(smp[(ph * pool + a) * warp_w + pw * pool + b], in);
                 // The first maximum wins; a NaN propagates like in max_pool2d.
                 if (best_at < 0 || v > best || std::isnan(v)) {
                   best = v;
@@ -72,26 +93,32 @@ void forward_kernel(const T* input, const T* rois, int64_t channels, int64_t hei
   });
 }
 
+// Parallel over channel blocks: a block writes only its channels of grad_input, and adds its part of
+// the box gradient to its own slice of box_acc (num_blocks x K x 4), summed by the caller.
 template <typename T>
 void backward_kernel(const T* grad_output, const T* input, const T* rois, const uint8_t* argmax,
                      int64_t channels, int64_t height, int64_t width, int64_t num_rois, int64_t pooled_h,
                      int64_t pooled_w, int64_t pool, T scale, bool aligned, T offset, T* grad_input,
-                     double* box_acc /* num_blocks x num_rois x 4 */, int64_t num_blocks) {
+                     double* box_acc, int64_t num_blocks) {
   const int64_t warp_h = pooled_h * pool, warp_w = pooled_w * pool;
-  const int64_t plane = height * width, out_plane = pooled_h * pooled_w;
+  const int64_t plane = height * width, out_plane = pooled_h * pooled_w, cells = warp_h * warp_w;
   const int64_t per_block = (channels + num_blocks - 1) / num_blocks;
+  std::vector<RoIGeometry<T>> geometry;
+  std::vector<BilinearSample<T>> samples;
+  compute_samples(rois, num_rois, scale, aligned, offset, warp_h, warp_w, height, width, geometry, samples);
+  std::vector<T> fy(warp_h), fx(warp_w);
+  for (int64_t i = 0; i < warp_h; ++i) fy[i] = (T(i) + offset) / T(warp_h);
+  for (int64_t j = 0; j < warp_w; ++j) fx[j] = (T(j) + offset) / T(warp_w);
+  const int64_t tile = rois_per_tile<T>(cells);
   at::parallel_for(0, num_blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<BilinearSample<T>> samples;
-    std::vector<T> fy(warp_h), fx(warp_w);
-    for (int64_t i = 0; i < warp_h; ++i) fy[i] = (T(i) + offset) / T(warp_h);
-    for (int64_t j = 0; j < warp_w; ++j) fx[j] = (T(j) + offset) / T(warp_w);
-    for (int64_t block = begin; block < end; ++block) {
-      const int64_t c_begin = block * per_block, c_end = std::min(channels, c_begin + per_block);
-      for (int64_t k = 0; k < num_rois; ++k) {
-        const RoIGeometry<T> g = make_geometry<T>(rois + 5 * k, scale, aligned, warp_h, warp_w);
-        compute_samples(g, offset, warp_h, warp_w, height, width, samples);
-        double* acc = box_acc + (block * num_rois + k) * 4;
-        for (int64_t c = c_begin; c < c_end; ++c) {
+    for (int64_t block = begin; block < end; ++block)
+    for (int64_t tile_begin = 0; tile_begin < num_rois; tile_begin += tile) {
+      const int64_t c_end = std::min(channels, (block + 1) * per_block);
+      for (int64_t c = block * per_block; c < c_end; ++c) {
+        for (int64_t k = tile_begin; k < std::min(num_rois, tile_begin + tile); ++k) {
+          const RoIGeometry<T>& g = geometry[k];
+          const BilinearSample<T>* smp_k = samples.data() + k * cells;
+          double* acc = box_acc + (block * num_rois + k) * 4;
           const int64_t in_offset = (g.batch * channels + c) * plane;
           const T* in = input + in_offset;
           T* grad_in = grad_input + in_offset;
@@ -105,7 +132,7 @@ void backward_kernel(const T* grad_output, const T* input, const T* rois, const 
               i = i * pool + arg[s] / pool;
               j = j * pool + arg[s] % pool;
             }
-            const BilinearSample<T>& smp = samples[i * warp_w + j];
+            const BilinearSample<T>& smp = smp_k[i * warp_w + j];
             if (!smp.inside) continue;
             grad_in[smp.o1] += grad * smp.hy * smp.hx;
             grad_in[smp.o2] += grad * smp.hy * smp.lx;

@@ -167,7 +167,9 @@ def roi_warp(
 
 
 class RoIWarp(nn.Module):
-    """Module form of :func:`roi_warp`, shaped like torchvision's ``RoIAlign``."""
+    """Module form of :func:`roi_warp`, shaped like detectron2's ``ROIAlign``: like it, it casts the rois
+    to the features' dtype (detectron2's ``Boxes`` are float32 while features may be float16 under AMP);
+    the cast is differentiable, so box gradients still flow."""
 
     def __init__(
         self,
@@ -185,6 +187,8 @@ class RoIWarp(nn.Module):
         self.sample_at = sample_at
 
     def forward(self, input: Tensor, rois: Union[Tensor, List[Tensor]]) -> Tensor:
+        if isinstance(rois, Tensor) and isinstance(input, Tensor):
+            rois = rois.to(input.dtype)
         return roi_warp(input, rois, self.output_size, self.spatial_scale, self.aligned, self.pool_size,
                         self.sample_at)
 
