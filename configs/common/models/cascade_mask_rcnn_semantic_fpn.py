@@ -65,7 +65,7 @@ def small_model(model, num_classes: int, semantic_num_classes: int, width: int =
     rpn.batch_size_per_image = 128
     heads = model.roi_heads
     heads.num_classes = num_classes
-    heads.batch_size_per_image = 128
+    heads.batch_size_per_image = 64
     for box_head in heads.box_heads:
         box_head.input_shape.channels = width
         box_head.fc_dims = [256, 256]
