@@ -10,7 +10,7 @@ Many machines:   (machine i)$ ./train_net.py --num-machines 2 --machine-rank i -
 SLURM:           ./train_net.py --config-file cfg.py --slurm --slurm-partition gpu --slurm-nodes 2 --num-gpus 8
 """
 
-from cascades.engine.config import check_datasets, exit_on_bad_input, load_config
+from cascades.engine.config import check_datasets, exit_on_bad_input, load_config, resolve_config_file
 from cascades.engine.trainer import run
 from detectron2.engine import default_argument_parser, launch
 
@@ -50,6 +50,8 @@ def main(argv=None):
     # Check the config here once, so that a bad config, override or dataset fails with a one-line error
     # before any process or job starts.
     with exit_on_bad_input("train_net.py"):
+        # A path from here on: detectron2's default_setup logs the file's contents.
+        args.config_file = resolve_config_file(args.config_file)
         cfg = load_config(args.config_file, args.opts)
         check_datasets(cfg)
     if args.slurm:

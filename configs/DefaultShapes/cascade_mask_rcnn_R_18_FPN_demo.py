@@ -23,7 +23,8 @@ model.proposal_generator.head.in_channels = FPN_CHANNELS
 # The shapes are 20-100 px wide in 256 px images: anchors one octave below COCO's.
 model.proposal_generator.anchor_generator.sizes = [[16], [32], [64], [128], [256]]
 model.proposal_generator.pre_nms_topk = (1000, 500)
-model.proposal_generator.post_nms_topk = (500, 250)
+model.proposal_generator.post_nms_topk = (200, 100)
+model.proposal_generator.batch_size_per_image = 128
 NUM_CLASSES = 5
 model.roi_heads.num_classes = NUM_CLASSES
 model.roi_heads.batch_size_per_image = 128

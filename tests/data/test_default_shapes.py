@@ -81,8 +81,13 @@ def test_cache_folder_choice(tmp_path, monkeypatch):
     monkeypatch.delenv("CASCADES_SHAPES_ROOT")
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
     assert shapes.default_shapes_root() == str(tmp_path / "cascades_shapes")
+    cache = os.path.expanduser("~/.cache/detectron2_cascades/shapes")
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "missing"))
-    assert shapes.default_shapes_root() == os.path.expanduser("~/.cache/detectron2_cascades/shapes")
+    assert shapes.default_shapes_root() == cache
+    read_only = tmp_path / "read_only"
+    read_only.mkdir(mode=0o555)
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(read_only))
+    assert shapes.default_shapes_root() == cache
 
 
 def test_registered_like_any_coco_dataset():

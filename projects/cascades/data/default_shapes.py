@@ -8,7 +8,7 @@ RLE masks), registered with ``register_coco_instances`` like any other.
 Cache folder (the first that applies):
   1. ``$CASCADES_SHAPES_ROOT`` when set;
   2. ``$DETECTRON2_DATASETS/cascades_shapes`` when it already exists or ``$DETECTRON2_DATASETS`` is
-     writable (datasets live together, detectron2's convention);
+     writable, by its permissions (datasets live together, detectron2's convention);
   3. ``~/.cache/detectron2_cascades/shapes`` (``$DETECTRON2_DATASETS`` is often a read-only share).
 Each split is written into a temporary folder and renamed into place, so an interrupted generation
 never leaves a half-written split and concurrent processes (DDP ranks) cannot corrupt each other.
@@ -17,6 +17,7 @@ never leaves a half-written split and concurrent processes (DDP ranks) cannot co
 import json
 import os
 import shutil
+import stat
 import tempfile
 
 import cv2
@@ -41,13 +42,19 @@ _MIN_VISIBLE_FRACTION = 0.5
 _MIN_VISIBLE_AREA = 80
 
 
+def _writable(folder):
+    # The mode bits too: root may write anywhere, but a share marked read-only should stay untouched.
+    return (os.path.isdir(folder) and os.access(folder, os.W_OK)
+            and bool(os.stat(folder).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)))
+
+
 def default_shapes_root():
     """The cache folder of the generated dataset (see the module docstring for the order)."""
     if os.environ.get("CASCADES_SHAPES_ROOT"):
         return os.environ["CASCADES_SHAPES_ROOT"]
     datasets = os.environ.get("DETECTRON2_DATASETS", "datasets")
     shared = os.path.join(datasets, "cascades_shapes")
-    if os.path.isdir(shared) or (os.path.isdir(datasets) and os.access(datasets, os.W_OK)):
+    if os.path.isdir(shared) or _writable(datasets):
         return shared
     return os.path.join(os.path.expanduser("~"), ".cache", "detectron2_cascades", "shapes")
 
@@ -198,3 +205,14 @@ def register_default_shapes(root=None):
 
 if not any(name in DatasetCatalog for name in SPLITS):
     register_default_shapes()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Generates the default shapes dataset (if not cached).")
+    parser.add_argument("--images-of", choices=sorted(SPLITS), help="print only this split's image folder")
+    args = parser.parse_args()
+    for split in sorted(SPLITS) if args.images_of is None else [args.images_of]:
+        folder = generate_split(split)
+        print(os.path.join(folder, "images") if args.images_of else f"{split}: {folder}")

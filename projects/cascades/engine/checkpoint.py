@@ -60,7 +60,8 @@ class Checkpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
-        model_keys = set(self.model.state_dict())
+        # fvcore fills in BatchNorm's step counters itself; they say nothing about fitting.
+        model_keys = {k for k in self.model.state_dict() if not k.endswith("num_batches_tracked")}
         # fvcore drops mis-shaped tensors before loading, so they are also among the missing keys.
         missing = set(incompatible.missing_keys) & model_keys
         shapes = incompatible.incorrect_shapes

@@ -86,7 +86,9 @@ def check_datasets(cfg):
     registered or its files are not under $DETECTRON2_DATASETS."""
     for name in _dataset_names(cfg):
         if name not in DatasetCatalog:
-            raise KeyError(f"Dataset {name!r} of the config is not registered; registered datasets: "
+            raise KeyError(f"Dataset {name!r} of the config is not registered (datasets under "
+                           f"$DETECTRON2_DATASETS={os.environ.get('DETECTRON2_DATASETS', 'unset')} are "
+                           f"registered only when their folder exists); registered datasets: "
                            f"{', '.join(sorted(DatasetCatalog.keys()))}")
         meta = MetadataCatalog.get(name).as_dict()
         if meta.get("generated"):

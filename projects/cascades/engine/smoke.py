@@ -1,0 +1,76 @@
+"""Overrides that shrink any config to a seconds-long CPU run: what CI uses to run every config under
+train_net.py and detectron2's tools/lazyconfig_train_net.py, and what a user can use to check a config
+before a long job (``./train_net.py --config-file X $(python -m cascades.engine.smoke X out/)``)."""
+
+import os
+import sys
+
+from omegaconf import OmegaConf
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+__all__ = ["smoke_overrides"]
+
+# Generated on first use, so always available.
+FALLBACK_DATASETS = {"train": "cascades_shapes_train", "test": "cascades_shapes_val"}
+
+
+def _available(name):
+    meta = MetadataCatalog.get(name).as_dict() if name in DatasetCatalog else None
+    if meta is None:
+        return False
+    return meta.get("generated") or all(os.path.exists(meta[k]) for k in ("json_file", "image_root") if k in meta)
+
+
+def _resize_overrides(cfg, mapper_key, size):
+    augmentations = OmegaConf.select(cfg, f"{mapper_key}.augmentations", default=None) or []
+    overrides = []
+    for i, aug in enumerate(augmentations):
+        target = str(aug.get("_target_", ""))
+        if "ResizeShortestEdge" in target:
+            overrides += [f"{mapper_key}.augmentations.{i}.short_edge_length={size}",
+                          f"{mapper_key}.augmentations.{i}.max_size={size * 3 // 2}"]
+        elif "ResizeScale" in target:  # large-scale jitter
+            overrides += [f"{mapper_key}.augmentations.{i}.target_height={size}",
+                          f"{mapper_key}.augmentations.{i}.target_width={size}"]
+        elif "FixedSizeCrop" in target:
+            overrides += [f"{mapper_key}.augmentations.{i}.crop_size=[{size},{size}]"]
+    return overrides
+
+
+def smoke_overrides(cfg, output_dir, max_iter=2, size=128):
+    """``key=value`` overrides for ``cfg`` (a loaded LazyConfig): ``max_iter`` iterations at short side
+    ``size`` on the CPU from random weights, few proposals and RoIs, no data-loading workers, writing to
+    ``output_dir``; datasets that are not available here are replaced by the generated shapes."""
+    overrides = [f"train.max_iter={max_iter}", f"train.output_dir={output_dir}", "train.device=cpu", "train.log_period=1",
+                 "train.init_checkpoint=", "train.eval_period=0", "train.amp.enabled=False",
+                 f"train.checkpointer.period={max_iter}", "dataloader.train.total_batch_size=2"]
+    for split in ("train", "test"):
+        if OmegaConf.select(cfg, f"dataloader.{split}") is None:
+            continue
+        overrides.append(f"dataloader.{split}.num_workers=0")
+        overrides += _resize_overrides(cfg, f"dataloader.{split}.mapper", size)
+        names = cfg.dataloader[split].dataset.names
+        if not all(_available(n) for n in ([names] if isinstance(names, str) else names)):
+            overrides.append(f"dataloader.{split}.dataset.names={FALLBACK_DATASETS[split]}")
+    rpn = OmegaConf.select(cfg, "model.proposal_generator", default=None)
+    if rpn is not None and "post_nms_topk" in rpn:
+        overrides += ["model.proposal_generator.pre_nms_topk=[200,100]",
+                      "model.proposal_generator.post_nms_topk=[50,25]"]
+    heads = OmegaConf.select(cfg, "model.roi_heads", default=None)
+    if heads is not None and "batch_size_per_image" in heads:
+        overrides.append("model.roi_heads.batch_size_per_image=32")
+    # Random weights give low-confidence boxes everywhere; fewer of them keeps evaluation short.
+    predictors = [("box_predictor", heads.box_predictor)] if heads is not None and "box_predictor" in heads else []
+    predictors += [(f"box_predictors.{i}", p) for i, p in enumerate(heads.get("box_predictors") or [])] if heads else []
+    overrides += [f"{'' if 'test_topk_per_image' in p else '+'}model.roi_heads.{key}.test_topk_per_image=10"
+                  for key, p in predictors]
+    return overrides
+
+
+if __name__ == "__main__":
+    from .config import load_config
+
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m cascades.engine.smoke CONFIG_FILE OUTPUT_DIR")
+    print(" ".join(smoke_overrides(load_config(sys.argv[1]), sys.argv[2])))
