@@ -19,6 +19,7 @@ def add_cascades_config(cfg):
     cfg.MODEL.SEMANTIC_HEAD.RESIDUAL = True
     cfg.MODEL.SEMANTIC_HEAD.LOSS_WEIGHT = 0.2
     cfg.MODEL.SEMANTIC_HEAD.IGNORE_VALUE = 255
+    cfg.MODEL.SEMANTIC_HEAD.NORM = ""
 
     cfg.MODEL.GLOBAL_CONTEXT_HEAD = CN()
     cfg.MODEL.GLOBAL_CONTEXT_HEAD.ENABLED = True
@@ -26,6 +27,7 @@ def add_cascades_config(cfg):
     cfg.MODEL.GLOBAL_CONTEXT_HEAD.CONV_DIM = 256
     cfg.MODEL.GLOBAL_CONTEXT_HEAD.NUM_CONVS = 4
     cfg.MODEL.GLOBAL_CONTEXT_HEAD.LOSS_WEIGHT = 3.0
+    cfg.MODEL.GLOBAL_CONTEXT_HEAD.NORM = ""
 
     # Residual pairs in the mask head (SCNet's 12-conv head); the number of convs is NUM_CONV.
     cfg.MODEL.ROI_MASK_HEAD.RESIDUAL = True

@@ -39,6 +39,7 @@ class GlobalContextHead(nn.Module):
         conv_dim: int = 256,
         num_convs: int = 4,
         loss_weight: float = 3.0,
+        norm: str = "",
     ):
         """
         Args:
@@ -49,12 +50,13 @@ class GlobalContextHead(nn.Module):
                 feature channels it is added to.
             num_convs: number of 3x3 convs (even: they form residual pairs).
             loss_weight: multiplier of the BCE loss (lambda in the SCNet paper).
+            norm: normalization of the convs, as in :class:`FusedSemanticHead`.
         """
         super().__init__()
         self.in_feature = in_feature
         self.num_classes = num_classes
         self.loss_weight = loss_weight
-        self.convs = ConvStack(input_shape[in_feature].channels, conv_dim, num_convs, residual=True)
+        self.convs = ConvStack(input_shape[in_feature].channels, conv_dim, num_convs, True, norm)
         self.classifier = nn.Linear(conv_dim, num_classes)
         nn.init.normal_(self.classifier.weight, std=0.01)
         nn.init.constant_(self.classifier.bias, 0)
@@ -69,6 +71,7 @@ class GlobalContextHead(nn.Module):
             "conv_dim": c.CONV_DIM,
             "num_convs": c.NUM_CONVS,
             "loss_weight": c.LOSS_WEIGHT,
+            "norm": c.NORM,
         }
 
     def forward(self, features: Dict[str, torch.Tensor]):

@@ -40,7 +40,9 @@ class SCNetMaskHead(MaskRCNNConvUpsampleHead):
         super().__init__(
             ShapeSpec(channels=conv_dim), num_classes=num_classes, conv_dims=conv_dims[-1:], **kwargs
         )
-        self.convs = ConvStack(input_shape.channels, conv_dim, len(conv_dims) - 1, residual)
+        self.convs = ConvStack(
+            input_shape.channels, conv_dim, len(conv_dims) - 1, residual, kwargs.get("conv_norm", "")
+        )
 
     @classmethod
     def from_config(cls, cfg, input_shape):

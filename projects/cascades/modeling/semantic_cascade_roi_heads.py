@@ -100,10 +100,10 @@ class SemanticCascadeROIHeads(CascadeROIHeads):
             Other arguments as in :meth:`CascadeROIHeads.forward`.
         """
         del images
+        if self.training and not targets:
+            raise ValueError("targets (gt Instances per image) are required in training")
         context, losses = self._image_context(features, targets, sem_seg_targets)
         if self.training:
-            if not targets:
-                raise ValueError("targets (gt Instances per image) are required in training")
             proposals = self.label_and_sample_proposals(proposals, targets)
             stages = self._run_cascade(features, proposals, context, targets)
             losses.update(self._box_losses(stages))

@@ -37,6 +37,7 @@ class FusedSemanticHead(nn.Module):
         residual: bool = False,
         loss_weight: float = 0.2,
         ignore_value: int = 255,
+        norm: str = "",
     ):
         """
         Args:
@@ -49,6 +50,8 @@ class FusedSemanticHead(nn.Module):
             residual: group the convs in residual pairs (SCNet) instead of a plain stack (HTC).
             loss_weight: multiplier of the cross-entropy loss (gamma in the SCNet paper).
             ignore_value: target value ignored by the loss.
+            norm: normalization of the 3x3 convs (see :func:`detectron2.layers.get_norm`); the
+                released model has none, models trained from scratch are steadier with one.
         """
         super().__init__()
         if fusion_level not in in_features:
@@ -61,7 +64,7 @@ class FusedSemanticHead(nn.Module):
         self.lateral_convs = nn.ModuleList(
             Conv2d(input_shape[f].channels, conv_dim, 1, activation=nn.ReLU()) for f in in_features
         )
-        self.convs = ConvStack(conv_dim, conv_dim, num_convs, residual)
+        self.convs = ConvStack(conv_dim, conv_dim, num_convs, residual, norm)
         self.embedding = Conv2d(conv_dim, conv_dim, 1, activation=nn.ReLU())
         self.predictor = Conv2d(conv_dim, num_classes, 1)
         for layer in [*self.lateral_convs, self.embedding]:
@@ -83,6 +86,7 @@ class FusedSemanticHead(nn.Module):
             "residual": c.RESIDUAL,
             "loss_weight": c.LOSS_WEIGHT,
             "ignore_value": c.IGNORE_VALUE,
+            "norm": c.NORM,
         }
 
     def forward(self, features: Dict[str, torch.Tensor]):
