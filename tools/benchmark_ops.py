@@ -128,15 +128,16 @@ def copy_bandwidth(device, repeats):
 
 
 def cuda_kernel_ms(fn, name_part, repeats):
-    """Mean device time (ms) of the CUDA kernels whose name contains `name_part`, from the profiler:
-    the kernel alone, without the Python, dispatch and argument-check overhead of a call."""
+    """Mean device time (ms) per call of the CUDA kernels whose name contains `name_part` (all of them,
+    memsets and copies included, when it is ""), from the profiler: GPU time alone, without the Python,
+    dispatch and argument-check overhead of a call."""
     fn()
     torch.cuda.synchronize()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(repeats):
             fn()
         torch.cuda.synchronize()
-    totals = [e.device_time_total for e in prof.key_averages() if name_part in e.key]
+    totals = [e.self_device_time_total for e in prof.key_averages() if name_part in e.key]
     if not totals:
         raise RuntimeError(f"no CUDA kernel named like {name_part!r} ran")
     return sum(totals) / repeats / 1e3
@@ -175,8 +176,10 @@ def main():
         row = {"shape": name}
         for impl in ("ours", "torchvision", "reference"):
             for backward, key in ((False, "fwd"), (True, "fwdbwd")):
-                seconds = median_seconds(lambda: run_impl(impl, x, rois, size, pool, backward), args.device, repeats)
-                row[f"{impl}_{key}_ms"] = 1e3 * seconds
+                call = lambda: run_impl(impl, x, rois, size, pool, backward)  # noqa: E731
+                row[f"{impl}_{key}_ms"] = 1e3 * median_seconds(call, args.device, repeats)
+                if args.device == "cuda" and impl != "reference":
+                    row[f"{impl}_{key}_gpu_ms"] = cuda_kernel_ms(call, "", repeats)
             if not args.no_memory and impl != "torchvision":
                 row[f"{impl}_peak_mb"] = peak_memory(impl, index, args.device) / 2**20
         out_elems = num_rois * FEATURES[1] * (size // pool) ** 2 * pool * pool
@@ -195,6 +198,13 @@ def main():
               f"| {row['ours_fwdbwd_ms'] / row['torchvision_fwdbwd_ms']:.2f} "
               f"| {row['reference_fwdbwd_ms'] / row['ours_fwdbwd_ms']:.1f}x | {memory} "
               f"| {row['ours_fwd_ms']:.3f}, {row['ours_fwdbwd_ms']:.3f} |")
+    if args.device == "cuda":
+        print("\nGPU time alone (profiler: all kernels, memsets and copies of one call), ours / torchvision:")
+        print("| shape | fwd | fwd+bwd | ours fwd, fwd+bwd (ms) |\n|---|---|---|---|")
+        for row in results:
+            print(f"| {row['shape']} | {row['ours_fwd_gpu_ms'] / row['torchvision_fwd_gpu_ms']:.2f} "
+                  f"| {row['ours_fwdbwd_gpu_ms'] / row['torchvision_fwdbwd_gpu_ms']:.2f} "
+                  f"| {row['ours_fwd_gpu_ms']:.3f}, {row['ours_fwdbwd_gpu_ms']:.3f} |")
     if bandwidth:
         large = results[0]
         _, num_rois, size, pool = SHAPES[0]

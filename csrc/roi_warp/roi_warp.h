@@ -18,7 +18,7 @@
 //   - not aligned: at width <= 1 the max(., 1) clamp is active and the width has derivative 0.
 #pragma once
 
-#include <ATen/core/Tensor.h>
+#include <ATen/ATen.h>
 #include <c10/macros/Macros.h>
 
 #include <cstdint>
@@ -119,6 +119,19 @@ C10_HOST_DEVICE inline RoIGeometry<T> make_geometry(const V* roi, T scale, bool 
   return g;
 }
 
+// Whether a roi can be sampled: finite box, integral batch index in [0, batch_size). The CUDA kernels
+// use it so that a direct call of the op with bad rois never reads out of bounds (they write NaN instead
+// of synchronizing with the host to raise; the Python API raises a ValueError first).
+template <typename V>
+C10_HOST_DEVICE inline bool roi_is_valid(const V* roi, int64_t batch_size) {
+  const double b = static_cast<double>(roi[0]);
+  for (int q = 1; q < 5; ++q) {
+    const double v = static_cast<double>(roi[q]);
+    if (!(v - v == 0.0)) return false;  // NaN or infinite
+  }
+  return b >= 0 && b < static_cast<double>(batch_size) && b == static_cast<double>(static_cast<int64_t>(b));
+}
+
 // d(sample value)/dy and d/dx of one sample, from the four neighbours' values.
 template <typename T, typename V>
 C10_HOST_DEVICE inline void sample_derivatives(const BilinearSample<T>& s, const V* plane, T* dv_dy,
@@ -146,10 +159,25 @@ C10_HOST_DEVICE inline void accumulate_box_grad(const RoIGeometry<T>& g, T scale
 
 // Checks shared by the CPU and CUDA entry points (the Python wrapper checks first, with the names of
 // its own arguments; these guard direct calls of the op).
-void check_roi_warp_args(const at::Tensor& input, const at::Tensor& rois, int64_t pooled_height,
-                         int64_t pooled_width, int64_t pool_size, double sample_offset);
-
-// Validates the RoI values on the host: finite coordinates, integral batch index in [0, batch_size).
-void check_roi_values(const at::Tensor& rois_cpu, int64_t batch_size);
+inline void check_roi_warp_args(const at::Tensor& input, const at::Tensor& rois, int64_t pooled_height,
+                                int64_t pooled_width, int64_t pool_size, double sample_offset) {
+  TORCH_CHECK_VALUE(input.dim() == 4, "roi_warp: input must be N x C x H x W, got shape ", input.sizes());
+  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5,
+                    "roi_warp: rois must be K x 5 (batch index, x1, y1, x2, y2), got shape ", rois.sizes());
+  TORCH_CHECK_TYPE(rois.scalar_type() == input.scalar_type(), "roi_warp: rois dtype ", rois.scalar_type(),
+                   " must equal input dtype ", input.scalar_type());
+  TORCH_CHECK_VALUE(rois.device() == input.device(), "roi_warp: rois on ", rois.device(),
+                    " must be on the input's device ", input.device());
+  TORCH_CHECK_VALUE(pooled_height >= 1 && pooled_width >= 1,
+                    "roi_warp: output size must be >= 1, got ", pooled_height, " x ", pooled_width);
+  TORCH_CHECK_VALUE(pool_size >= 1 && pool_size <= 16, "roi_warp: pool_size must be in [1, 16], got ",
+                    pool_size);
+  TORCH_CHECK_VALUE(sample_offset == 0.0 || sample_offset == 0.5,
+                    "roi_warp: sample_offset must be 0.5 (cell centre) or 0 (bin start), got ", sample_offset);
+  TORCH_CHECK_VALUE(input.size(2) * input.size(3) < (int64_t(1) << 31),
+                    "roi_warp: an H x W plane must hold fewer than 2^31 elements, got shape ", input.sizes());
+  TORCH_CHECK_VALUE((input.size(2) >= 1 && input.size(3) >= 1) || rois.size(0) == 0,
+                    "roi_warp: input must have a non-empty H x W map, got shape ", input.sizes());
+}
 
 }  // namespace cascades

@@ -148,6 +148,23 @@ void backward_kernel(const T* grad_output, const T* input, const T* rois, const 
   });
 }
 
+// Finite coordinates, integral batch index in [0, batch_size): checked on the host before any read (the
+// CUDA kernels skip bad rois instead, see roi_is_valid, since raising there would need a host sync).
+void check_roi_values(const at::Tensor& rois, int64_t batch_size) {
+  const at::Tensor r = rois.to(at::kDouble).contiguous();
+  const double* p = r.data_ptr<double>();
+  for (int64_t k = 0; k < r.size(0); ++k) {
+    const double* roi = p + 5 * k;
+    TORCH_CHECK_VALUE(std::isfinite(roi[1]) && std::isfinite(roi[2]) && std::isfinite(roi[3]) &&
+                          std::isfinite(roi[4]),
+                      "roi_warp: rois[", k, "] has a non-finite box (", roi[1], ", ", roi[2], ", ", roi[3], ", ",
+                      roi[4], ")");
+    TORCH_CHECK_VALUE(roi[0] >= 0 && roi[0] < batch_size && roi[0] == std::floor(roi[0]),
+                      "roi_warp: rois[", k, ", 0] = ", roi[0], " is not a batch index in [0, ", batch_size,
+                      ")");
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor> roi_warp_forward_cpu(const at::Tensor& input, const at::Tensor& rois,
                                                         double spatial_scale, int64_t pooled_height,
                                                         int64_t pooled_width, int64_t pool_size,

@@ -24,7 +24,7 @@ constexpr int kThreads = 256;
 // index_t: int32 where every index fits (64-bit division is several times slower on the GPU).
 template <typename T, typename A, typename index_t>
 __global__ void forward_kernel(index_t total, const T* __restrict__ input, const T* __restrict__ rois,
-                               index_t channels, index_t height, index_t width, index_t pooled_h,
+                               int64_t batch_size, index_t channels, index_t height, index_t width, index_t pooled_h,
                                index_t pooled_w, index_t pool, A scale, bool aligned, A offset,
                                T* __restrict__ output, uint8_t* __restrict__ argmax) {
   const index_t warp_h = pooled_h * pool, warp_w = pooled_w * pool;
@@ -34,6 +34,11 @@ __global__ void forward_kernel(index_t total, const T* __restrict__ input, const
     const index_t ph = (index / pooled_w) % pooled_h;
     const index_t c = (index / (pooled_w * pooled_h)) % channels;
     const index_t k = index / (pooled_w * pooled_h * channels);
+    if (!roi_is_valid(rois + 5 * k, batch_size)) {
+      output[index] = static_cast<T>(NAN);
+      if (pool > 1) argmax[index] = 0;
+      continue;
+    }
     const RoIGeometry<A> g = make_geometry<A>(rois + 5 * k, scale, aligned, warp_h, warp_w);
     const T* in = input + (g.batch * channels + c) * static_cast<int64_t>(height) * width;
     A best = A(0);
@@ -64,10 +69,11 @@ __device__ inline A warp_sum(A v) {
 template <typename T, typename A, typename index_t>
 __global__ void backward_kernel(const T* __restrict__ grad_output, const T* __restrict__ input,
                                 const T* __restrict__ rois, const uint8_t* __restrict__ argmax,
-                                index_t channels, index_t height, index_t width, index_t pooled_h,
+                                int64_t batch_size, index_t channels, index_t height, index_t width, index_t pooled_h,
                                 index_t pooled_w, index_t pool, A scale, bool aligned, A offset,
                                 T* __restrict__ grad_input, index_t input_numel, A* __restrict__ box_acc) {
   const index_t k = blockIdx.x;
+  if (!roi_is_valid(rois + 5 * k, batch_size)) return;  // the whole block: no gradient from a bad roi
   const index_t warp_h = pooled_h * pool, warp_w = pooled_w * pool;
   const index_t out_plane = pooled_h * pooled_w, per_roi = channels * out_plane;
   const RoIGeometry<A> g = make_geometry<A>(rois + 5 * k, scale, aligned, warp_h, warp_w);
@@ -130,7 +136,6 @@ std::tuple<at::Tensor, at::Tensor> roi_warp_forward_cuda(const at::Tensor& input
   check_roi_warp_args(input, rois, pooled_height, pooled_width, pool_size, sample_offset);
   check_cuda_args(input, rois);
   const c10::cuda::CUDAGuard guard(input.device());
-  check_roi_values(rois.cpu(), input.size(0));
   const at::Tensor in = input.contiguous(), r = rois.contiguous();
   const int64_t num_rois = r.size(0), channels = in.size(1);
   at::Tensor output = at::empty({num_rois, channels, pooled_height, pooled_width}, in.options());
@@ -144,7 +149,7 @@ std::tuple<at::Tensor, at::Tensor> roi_warp_forward_cuda(const at::Tensor& input
     const auto launch = [&](auto index_zero) {
       using index_t = decltype(index_zero);
       forward_kernel<scalar_t, A, index_t><<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          total, in.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), channels, in.size(2), in.size(3), pooled_height,
+          total, in.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), in.size(0), channels, in.size(2), in.size(3), pooled_height,
           pooled_width, pool_size, A(spatial_scale), aligned, A(sample_offset), output.data_ptr<scalar_t>(),
           pool_size > 1 ? argmax.data_ptr<uint8_t>() : nullptr);
     };
@@ -193,7 +198,7 @@ std::tuple<at::Tensor, at::Tensor> roi_warp_backward_cuda(const at::Tensor& grad
       using index_t = decltype(index_zero);
       backward_kernel<scalar_t, A, index_t><<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
           grad_out.data_ptr<scalar_t>(), in.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(),
-          pool_size > 1 ? arg.data_ptr<uint8_t>() : nullptr, channels, in.size(2), in.size(3), pooled_height,
+          pool_size > 1 ? arg.data_ptr<uint8_t>() : nullptr, in.size(0), channels, in.size(2), in.size(3), pooled_height,
           pooled_width, pool_size, A(spatial_scale), aligned, A(sample_offset), grad_input.data_ptr<scalar_t>(),
           grad_input.numel(), box_acc.data_ptr<A>());
     };

@@ -269,6 +269,7 @@ def test_bad_roi_values(device, edit, match):
 
 
 def test_direct_op_call_checks_arguments():
+    """The compiled op checks its arguments itself (see README for what we saw with torch 2.11 on CUDA)."""
     x = torch.randn(2, 3, 8, 8)
     rois = random_rois(4, 2, 8, 8, dtype=torch.float32)
     with pytest.raises(ValueError, match="rois must be K x 5"):
@@ -277,6 +278,9 @@ def test_direct_op_call_checks_arguments():
         torch.ops.cascades.roi_warp_forward(x, rois, 1.0, 7, 7, 1, True, 0.25)
     with pytest.raises(ValueError, match="pool_size must be in"):
         torch.ops.cascades.roi_warp_forward(x, rois, 1.0, 7, 7, 17, True, 0.5)
+    rois[2, 0] = 3
+    with pytest.raises(ValueError, match=r"rois\[2, 0\] = 3 is not a batch index in \[0, 2\)"):
+        torch.ops.cascades.roi_warp_forward(x, rois, 1.0, 7, 7, 1, True, 0.5)
 
 
 @needs_cuda
@@ -299,18 +303,34 @@ def test_cpu_cuda_parity(dtype, kwargs):
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_half_precision_close_to_float32(dtype):
-    x = torch.randn(2, 16, 25, 34, device="cuda")
-    rois = random_rois(64, 2, 25, 34, 0.125, dtype=torch.float32).cuda()
+    # Both sides see the same dtype-rounded features and boxes: what is compared is the arithmetic.
+    x = torch.randn(2, 16, 25, 34, device="cuda").to(dtype).float()
+    rois = random_rois(64, 2, 25, 34, 0.125, dtype=torch.float32).to(dtype).float().cuda()
     full, half = run_both(
         lambda f, r: roi_warp(f, r, 7, 0.125),
         lambda f, r: roi_warp(f.to(dtype), r.to(dtype), 7, 0.125).float(),
         x, rois,
     )
-    torch.testing.assert_close(half[0], full[0], atol=5e-2, rtol=5e-2)
-    torch.testing.assert_close(half[1].float(), full[1], atol=5e-2, rtol=5e-2)
-    # Box gradients sum thousands of products; compare relative to their scale.
-    scale = full[2].abs().max()
-    assert (half[2].float() - full[2]).abs().max() <= 0.05 * scale
+    # Feature gradients are accumulated by atomics in the tensor's own dtype: bfloat16 keeps 8 bits.
+    tol = 1e-2 if dtype == torch.float16 else 6e-2
+    torch.testing.assert_close(half[0], full[0], atol=tol, rtol=tol)
+    torch.testing.assert_close(half[1].float(), full[1], atol=tol, rtol=tol)
+    # Box gradients sum thousands of products (accumulated in float32); compare relative to their scale.
+    assert (half[2].float() - full[2]).abs().max() <= tol * full[2].abs().max()
+
+
+@needs_cuda
+def test_cuda_direct_call_with_bad_rois_writes_nan_and_no_gradient():
+    x = torch.randn(2, 3, 8, 8, device="cuda", requires_grad=True)
+    # A valid roi, one with a batch index out of range, one with a NaN coordinate.
+    rois = torch.tensor([[0.0, 1.2, 0.7, 6.3, 5.1], [7.0, 1.0, 1.0, 5.0, 5.0], [1.0, 2.0, 2.0, float("nan"), 6.0]],
+                        device="cuda")
+    out, argmax = torch.ops.cascades.roi_warp_forward(x, rois, 1.0, 4, 4, 2, True, 0.5)
+    assert torch.isfinite(out[0]).all() and torch.isnan(out[1:]).all()
+    grad_x, grad_rois = torch.ops.cascades.roi_warp_backward(torch.ones_like(out), x.detach(), rois, argmax,
+                                                             1.0, 4, 4, 2, True, 0.5)
+    assert grad_rois[1:].abs().sum() == 0 and grad_rois[0].abs().sum() > 0
+    torch.cuda.synchronize()
 
 
 @needs_cuda

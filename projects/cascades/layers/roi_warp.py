@@ -19,6 +19,7 @@ Semantics (see csrc/roi_warp/roi_warp.h for the derivation):
 
 from typing import List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -120,6 +121,27 @@ def _check_rois_match(input: Tensor, rois: Tensor):
         raise ValueError(f"roi_warp: rois are on {rois.device} but input is on {input.device}")
 
 
+def _check_roi_values(input: Tensor, rois: Tensor):
+    """Finite boxes and integral batch indices in [0, N).
+
+    On CUDA this copies the rois to the host (one synchronization): the kernels themselves never read
+    out of bounds (a bad roi yields NaN), but only the host can raise. The CPU kernels check too, for
+    direct calls of the op."""
+    if rois.shape[0] == 0 or torch.compiler.is_compiling():
+        return
+    # NumPy on a host copy: a few microseconds, where as many small torch ops cost tens.
+    r = rois.detach().to("cpu", torch.float64).numpy()
+    index = r[:, 0]
+    finite = np.isfinite(r[:, 1:]).all(axis=1)
+    bad = ~finite | (index < 0) | (index >= input.shape[0]) | (index != np.floor(index))
+    if not bad.any():
+        return
+    k = int(np.flatnonzero(bad)[0])
+    if not finite[k]:
+        raise ValueError(f"roi_warp: rois[{k}] has a non-finite box {tuple(r[k, 1:].tolist())}")
+    raise ValueError(f"roi_warp: rois[{k}, 0] = {index[k]:g} is not a batch index in [0, {input.shape[0]})")
+
+
 def roi_warp(
     input: Tensor,
     rois: Union[Tensor, List[Tensor]],
@@ -151,6 +173,7 @@ def roi_warp(
     _check_input(input)
     rois = _as_roi_tensor(rois, input)
     _check_rois_match(input, rois)
+    _check_roi_values(input, rois)
     if pool_size is None:
         pool_size = 1
     if not isinstance(pool_size, int) or isinstance(pool_size, bool) or not 1 <= pool_size <= 16:
