@@ -51,7 +51,8 @@ demo: setup
 	OMP_NUM_THREADS=1 $(BIN)/python train_net.py --config-file $(DEMO_CONFIG) train.output_dir=$(DEMO_OUT)
 	OMP_NUM_THREADS=1 $(BIN)/python tools/demo.py --config-file $(DEMO_CONFIG) \
 		--input $$($(BIN)/python -m cascades.data.default_shapes --images-of cascades_shapes_val) \
-		--output $(DEMO_OUT)/visualizations train.init_checkpoint=$(DEMO_OUT)/model_final.pth
+		--output $(DEMO_OUT)/visualizations --confidence-threshold 0.3 \
+		train.init_checkpoint=$(DEMO_OUT)/model_final.pth
 	@$(BIN)/python -c "import json; r = json.load(open('$(DEMO_OUT)/eval_results.json')); \
 		print('mask AP %.1f (AP50 %.1f), box AP %.1f (AP50 %.1f) on cascades_shapes_val' % \
 		(r['segm']['AP'], r['segm']['AP50'], r['bbox']['AP'], r['bbox']['AP50']))"

@@ -77,7 +77,7 @@ def test_demo_bad_input(tmp_path, args, message, images, weights):
     other = tmp_path / "other.pth"
     torch.save({"model": {"fc.weight": torch.zeros(2, 2)}}, other)
     args = [a.format(image=images[0], other=other, weights=weights) for a in args]
-    result = demo(*args, "--output", str(tmp_path / "out"))
+    result = demo("--output", str(tmp_path / "out"), *args)
     assert result.returncode != 0 and message in result.stderr
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
 

@@ -99,8 +99,8 @@ def run_images(demo, paths, output):
         try:
             image = read_image(path, format="BGR")
         except Exception as e:  # PIL raises several types for unreadable or truncated files
-            logger.error(f"--input {path}: not a readable image ({type(e).__name__}: {e}); skipped")
-            failed.append(path)
+            failed.append(f"{path}: not a readable image ({type(e).__name__}: {e})")
+            logger.error(f"--input {failed[-1]}; skipped")
             continue
         write_image(os.path.join(output, os.path.basename(path)), demo.draw_image(image))
     return failed
@@ -125,6 +125,10 @@ def run_video(demo, path, output):
 
 def main(argv=None):
     args = argument_parser().parse_args(argv)
+    # "--input a.jpg key=value": argparse gives the overrides to the greedy --input.
+    overrides = [item for item in args.input if "=" in item and not os.path.exists(item)]
+    args.input = [item for item in args.input if item not in overrides]
+    args.opts = overrides + args.opts
     setup_logger(name="detectron2")
     if not args.input and not args.video_input:
         raise SystemExit("demo.py: error: give --input images/folders and/or --video-input")
@@ -140,7 +144,7 @@ def main(argv=None):
         run_video(demo, args.video_input, args.output)
     print(f"Visualizations are in {os.path.abspath(args.output)}")
     if failed:
-        sys.exit(f"demo.py: {len(failed)} input(s) could not be read: {', '.join(failed)}")
+        sys.exit(f"demo.py: error: {len(failed)} input(s) could not be read:\n  " + "\n  ".join(failed))
 
 
 if __name__ == "__main__":
