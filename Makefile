@@ -10,7 +10,7 @@ SITE = $(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['
 export CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(wildcard /usr/local/cuda-*))
 export DETECTRON2_DATASETS ?= $(abspath ../shared/datasets)
 
-.PHONY: setup test test-all bench clean
+.PHONY: setup test test-all test-asan bench clean
 
 setup: $(PKG_STAMP)
 
@@ -32,6 +32,15 @@ test: setup
 
 test-all: setup
 	$(BIN)/python -m pytest -q tests
+
+# The op's CPU tests against an AddressSanitizer build of the extension (kept apart in build/asan).
+ASAN_LIBS = $(shell gcc -print-file-name=libasan.so) $(shell gcc -print-file-name=libstdc++.so.6)
+test-asan: setup
+	CASCADES_SANITIZE=address $(BIN)/python setup.py -q build_ext --build-temp build/asan/tmp --build-lib build/asan/lib
+	rm -rf build/asan/pkg && mkdir -p build/asan/pkg && cp -r projects/cascades build/asan/pkg/
+	rm -f build/asan/pkg/cascades/_C*.so && cp build/asan/lib/cascades/_C*.so build/asan/pkg/cascades/
+	LD_PRELOAD="$(ASAN_LIBS)" ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 PYTHONPATH=build/asan/pkg \
+		$(BIN)/python -m pytest -q -p no:cacheprovider tests/layers -k "not compile"
 
 bench: setup
 	$(BIN)/python tools/benchmark_ops.py

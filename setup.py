@@ -36,33 +36,27 @@ def _extension():
         raise RuntimeError("FORCE_CUDA=1 but no CUDA toolkit was found: set CUDA_HOME to the folder "
                            "that holds lib64/libcudart.so")
     extra_compile_args = {"cxx": ["-O3", "-fopenmp"]}
-    define_macros = []
-    if os.environ.get("CASCADES_SANITIZE") == "address":
-        # AddressSanitizer build for the out-of-bounds checks (README, "Sanitizer run").
+    extra_link_args = []
+    sanitize = os.environ.get("CASCADES_SANITIZE", "")
+    if sanitize not in ("", "address"):
+        raise RuntimeError(f"CASCADES_SANITIZE must be unset or 'address', got {sanitize!r}")
+    if sanitize:
+        # AddressSanitizer build for the out-of-bounds checks (`make test-asan`).
         extra_compile_args["cxx"] = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address", "-fopenmp"]
+        extra_link_args = ["-fsanitize=address"]
     if with_cuda:
         if not torch.cuda.is_available():
             # No GPU to query: build for the common data-centre and desktop architectures, plus PTX.
             os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "7.5;8.0;8.6;9.0+PTX")
         extra_compile_args["nvcc"] = ["-O3", "--use_fast_math", "-lineinfo"]
-        define_macros.append(("WITH_CUDA", None))
-        return CUDAExtension(
-            "cascades._C",
-            sources + cuda_sources,
-            extra_compile_args=extra_compile_args,
-            define_macros=define_macros,
-            extra_link_args=["-fsanitize=address"] if os.environ.get("CASCADES_SANITIZE") else [],
-            py_limited_api=True,
-        )
-    return CppExtension(
+        sources += cuda_sources
+    return (CUDAExtension if with_cuda else CppExtension)(
         "cascades._C",
         sources,
         extra_compile_args=extra_compile_args,
-        define_macros=define_macros,
-        extra_link_args=["-fsanitize=address"] if os.environ.get("CASCADES_SANITIZE") else [],
+        extra_link_args=extra_link_args,
         py_limited_api=True,
     )
-
 
 setup(
     name="detectron2-cascades",
