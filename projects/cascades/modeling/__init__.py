@@ -4,6 +4,7 @@ from .feature_relay import FeatureRelayHead
 from .global_context_head import GlobalContextHead
 from .htc import HTCROIHeads
 from .htc_mask_head import HTCMaskHead
+from . import mnc  # noqa: F401  registers MNC, MNCRPN, MNCROIHeads
 from .scnet import SCNetROIHeads
 from .scnet_mask_head import SCNetMaskHead
 from .semantic_cascade_roi_heads import SemanticCascadeROIHeads

@@ -1,0 +1,73 @@
+# MNC (Dai, He, Sun, CVPR 2016), the base every MNC config overrides: ResNet-50-FPN here; the VOC-SBD
+# configs swap in VGG-16 (C4-like, one stride-16 map). Stage 1: RPN, 300 proposals after NMS 0.7
+# (train and test). Stages 2-5: RoI warp 28x28 -> 2x2 max -> 14x14 -> fc 256 -> fc 28*28 masks;
+# 7x7 masked + unmasked pathways -> (N+1)-way softmax and class-wise regression; 5-stage, end to end.
+# Inference: 300 + 300 instances, per-class NMS 0.3, mask voting at IoU 0.5, binarized at 0.4.
+from detectron2.config import LazyCall as L
+from detectron2.layers import ShapeSpec
+from detectron2.model_zoo import get_config
+from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.modeling.matcher import Matcher
+from detectron2.modeling.roi_heads import FastRCNNOutputLayers
+
+from cascades.layers import RoIWarpPooler
+from cascades.modeling.mnc import MNC, MNCRPN, MNCBoxHead, MNCMaskHead, MNCROIHeads
+
+model = get_config("common/models/mask_rcnn_fpn.py").model
+model._target_ = MNC
+model.mask_threshold = 0.4
+model.proposal_generator._target_ = MNCRPN
+model.proposal_generator.post_nms_topk = (300, 300)
+model.proposal_generator.nms_thresh = 0.7
+
+model.roi_heads = L(MNCROIHeads)(
+    num_classes=80,
+    batch_size_per_image=64,
+    positive_fraction=0.25,
+    proposal_matcher=L(Matcher)(thresholds=[0.5], labels=[0, 1], allow_low_quality_matches=False),
+    in_features=["p2", "p3", "p4", "p5"],
+    pooler=L(RoIWarpPooler)(output_size=28, scales=(1.0 / 4, 1.0 / 8, 1.0 / 16, 1.0 / 32), pool_size=2),
+    mask_head=L(MNCMaskHead)(input_shape=ShapeSpec(channels=256, height=14, width=14), fc_dim=256, mask_size=28),
+    box_head=L(MNCBoxHead)(input_shape=ShapeSpec(channels=256, height=7, width=7), fc_dims=[1024, 1024]),
+    box_predictor=L(FastRCNNOutputLayers)(
+        input_shape=ShapeSpec(channels=2 * 1024),  # the two pathways concatenated
+        box2box_transform=L(Box2BoxTransform)(weights=(10, 10, 5, 5)),
+        num_classes="${..num_classes}",
+        test_score_thresh=0.05,
+        test_nms_thresh=0.3,
+        test_topk_per_image=100,
+    ),
+    box_feature_pool=2,
+    num_stages=5,
+    test_num_stages=5,
+    end_to_end=True,
+    mask_loss_weight=1.0,
+)
+
+
+def set_fc_dim(model, dim: int):
+    """Width of the stage-3 pathways' two fc layers (4096 in the paper), in the head and the predictor."""
+    model.roi_heads.box_head.fc_dims = [dim, dim]
+    model.roi_heads.box_predictor.input_shape.channels = 2 * dim
+    return model
+
+
+def small_mnc(model, num_classes: int, width: int = 64, fc_dim: int = 256):
+    """Shrinks the FPN model above in place for CPU training from scratch on small data: ResNet-18
+    (BasicBlock, BN), FPN of ``width`` channels, fc ``fc_dim``, fewer proposals. Same structure."""
+    bottom_up = model.backbone.bottom_up
+    bottom_up.stem.norm = "BN"
+    bottom_up.stages.depth = 18
+    bottom_up.stages.norm = "BN"
+    del bottom_up.stages.stride_in_1x1  # BasicBlock has no bottleneck
+    model.backbone.out_channels = width
+    rpn = model.proposal_generator
+    rpn.head.in_channels = width
+    rpn.pre_nms_topk = (1000, 500)
+    rpn.post_nms_topk = (100, 100)
+    rpn.batch_size_per_image = 128
+    heads = model.roi_heads
+    heads.num_classes = num_classes
+    heads.mask_head.input_shape.channels = width
+    heads.box_head.input_shape.channels = width
+    return set_fc_dim(model, fc_dim)

@@ -1,0 +1,121 @@
+"""MNC's meta-architecture and its RPN (stage 1), whose proposals keep their graph for end-to-end training."""
+from typing import Dict, List, Optional
+
+import torch
+
+from detectron2.config import CfgNode as CN
+from detectron2.config import configurable
+from detectron2.layers import paste_masks_in_image
+from detectron2.modeling import META_ARCH_REGISTRY, PROPOSAL_GENERATOR_REGISTRY, GeneralizedRCNN
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.modeling.proposal_generator import RPN
+from detectron2.modeling.proposal_generator.proposal_utils import find_top_rpn_proposals
+from detectron2.structures import Boxes, Instances
+
+from .mnc_heads import MNCBoxHead, MNCMaskHead
+from .mnc_mask_voting import nms_and_mask_voting
+from .mnc_roi_heads import MNCROIHeads
+
+__all__ = ["MNC", "MNCBoxHead", "MNCMaskHead", "MNCROIHeads", "MNCRPN", "add_mnc_config", "nms_and_mask_voting"]
+
+
+def add_mnc_config(cfg):
+    """yacs keys behind the MNC modules' ``from_config`` (our own configs are LazyConfig files).
+    Use with META_ARCHITECTURE "MNC", PROPOSAL_GENERATOR.NAME "MNCRPN", ROI_HEADS.NAME "MNCROIHeads"."""
+    cfg.MODEL.MNC = CN()
+    cfg.MODEL.MNC.NUM_STAGES = 5
+    cfg.MODEL.MNC.TEST_NUM_STAGES = 5
+    cfg.MODEL.MNC.END_TO_END = True
+    cfg.MODEL.MNC.WARP_SIZE = 28
+    cfg.MODEL.MNC.WARP_POOL_SIZE = 2
+    cfg.MODEL.MNC.BOX_FEATURE_POOL = 2
+    cfg.MODEL.MNC.MASK_SIZE = 28
+    cfg.MODEL.MNC.MASK_FC_DIM = 256
+    cfg.MODEL.MNC.MASK_LOSS_WEIGHT = 1.0
+    cfg.MODEL.MNC.MASK_IOU_THRESH = 0.5
+    cfg.MODEL.MNC.VOTE_IOU_THRESH = 0.5
+    cfg.MODEL.MNC.MASK_THRESHOLD = 0.4
+    return cfg
+
+
+@PROPOSAL_GENERATOR_REGISTRY.register()
+class MNCRPN(RPN):
+    """detectron2's RPN whose proposal boxes are functions of the predicted anchor deltas: detectron2
+    decodes them under ``no_grad`` ("proposals are treated as fixed"), MNC back-propagates the later
+    stages' losses into them (Eq. 9). NMS and top-k only select boxes, as in the paper."""
+
+    def predict_proposals(self, anchors, pred_objectness_logits, pred_anchor_deltas, image_sizes):
+        pred_proposals = self._decode_proposals(anchors, pred_anchor_deltas)
+        return find_top_rpn_proposals(
+            pred_proposals,
+            pred_objectness_logits,
+            image_sizes,
+            self.nms_thresh,
+            self.pre_nms_topk[self.training],
+            self.post_nms_topk[self.training],
+            self.min_box_size,
+            self.training,
+        )
+
+
+@META_ARCH_REGISTRY.register()
+class MNC(GeneralizedRCNN):
+    """
+    Multi-task Network Cascade: backbone, stage-1 RPN (:class:`MNCRPN`) and :class:`MNCROIHeads`
+    (stages 2-5). Training is GeneralizedRCNN's. At inference the heads return voted soft masks in
+    their own frames (``vote_masks`` in ``vote_boxes``); this pastes them into the output image and
+    binarizes them at ``mask_threshold`` (0.4 in the released code), giving ``pred_masks`` (N x H x W
+    bool) as detectron2's models do.
+    """
+
+    @configurable
+    def __init__(self, *, mask_threshold: float = 0.4, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= mask_threshold <= 1.0:
+            raise ValueError(f"MNC: mask_threshold must be in [0, 1], got {mask_threshold}")
+        self.mask_threshold = mask_threshold
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        ret["mask_threshold"] = cfg.MODEL.MNC.MASK_THRESHOLD
+        return ret
+
+    def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
+        if self.training:
+            # A GT box of zero width or height has no box-regression target (log of its size) and
+            # no mask: drop it, as detectron2's mapper does with filter_empty_instances.
+            batched_inputs = [
+                {**x, "instances": x["instances"][x["instances"].gt_boxes.nonempty()]} if "instances" in x else x
+                for x in batched_inputs
+            ]
+        return super().forward(batched_inputs)
+
+    def inference(
+        self,
+        batched_inputs: List[Dict[str, torch.Tensor]],
+        detected_instances: Optional[List[Instances]] = None,
+        do_postprocess: bool = True,
+    ):
+        if detected_instances is not None:
+            raise ValueError("MNC: detected_instances is not supported: masks come from the cascade, not from boxes")
+        results = super().inference(batched_inputs, do_postprocess=False)
+        if not do_postprocess:
+            return results
+        processed = []
+        for result, inputs in zip(results, batched_inputs):
+            height, width = inputs.get("height", result.image_size[0]), inputs.get("width", result.image_size[1])
+            r = detector_postprocess(result, height, width)
+            # detector_postprocess rescaled pred_boxes only; the mask frames follow the same scale.
+            scale = torch.tensor(
+                [width / result.image_size[1], height / result.image_size[0]] * 2, device=r.vote_boxes.tensor.device
+            )
+            frames = Boxes(r.vote_boxes.tensor * scale)
+            # bool, as detectron2 returns for non-empty images (its paste gives uint8 when empty).
+            r.pred_masks = paste_masks_in_image(
+                r.vote_masks, frames, (height, width), threshold=self.mask_threshold
+            ).bool()
+            r.remove("vote_masks")
+            r.remove("vote_boxes")
+            processed.append({"instances": r})
+        return processed
