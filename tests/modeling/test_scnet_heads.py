@@ -103,3 +103,18 @@ def test_htc_mask_head_information_flow():
     assert not torch.allclose(f2, second.mask_features(x, torch.zeros_like(f1)))
     with pytest.raises(ValueError, match="prev_features"):
         second.mask_features(x)
+
+
+def test_heads_take_a_conv_norm():
+    semantic = FusedSemanticHead(
+        FPN, in_features=list(FPN), fusion_level="p3", num_classes=5, conv_dim=32, norm="GN"
+    )
+    context = GlobalContextHead(FPN, in_feature="p6", num_classes=7, conv_dim=32, norm="GN")
+    mask = SCNetMaskHead(
+        ShapeSpec(channels=16, height=14, width=14), num_classes=3, conv_dims=[32] * 5, conv_norm="GN"
+    )
+    assert semantic(fpn_features())[0].shape == (2, 5, 8, 8)
+    assert mask.layers(torch.randn(2, 16, 14, 14)).shape == (2, 3, 28, 28)
+    for head, num_convs in ((semantic, 4), (context, 4), (mask, 4)):
+        norms = [m for m in head.modules() if isinstance(m, torch.nn.GroupNorm)]
+        assert len(norms) == num_convs

@@ -180,3 +180,13 @@ def test_invalid_configurations_are_rejected(roi_heads_and_batch):
     with pytest.raises(ValueError, match="stage_loss_weights"):
         roi_heads_and_batch("scnet", stage_loss_weights=[1.0])
     assert issubclass(SCNetROIHeads, semantic_cascade_roi_heads.SemanticCascadeROIHeads)
+
+
+def test_sample_every_stage_subsamples_later_stages(roi_heads_and_batch, monkeypatch):
+    heads, batch = roi_heads_and_batch("scnet", sample_every_stage=True, batch_size_per_image=16)
+    stages = _record_stages(heads, monkeypatch)
+    run(heads, batch)
+    for stage in stages["stages"]:
+        for proposals in stage.proposals:
+            positives = (proposals.gt_classes < heads.num_classes).sum()
+            assert len(proposals) <= 16 and positives <= 4

@@ -18,6 +18,7 @@ roi_heads = model.roi_heads
 roi_heads._target_ = SCNetROIHeads
 roi_heads.sample_consistent = False
 roi_heads.stage_loss_weights = [1.0, 0.5, 0.25]
+roi_heads.sample_every_stage = True  # released code: 512 RoIs, 25% positives, at every stage
 # mmdetection's target stds (0.1, 0.2), (0.05, 0.1), (0.033, 0.067) as detectron2 weights = 1 / std.
 for predictor, stds in zip(roi_heads.box_predictors, [(0.1, 0.2), (0.05, 0.1), (0.033, 0.067)]):
     w_xy, w_wh = (1.0 / s for s in stds)
@@ -66,6 +67,9 @@ def small_model(model, num_classes: int, semantic_num_classes: int, width: int =
     heads = model.roi_heads
     heads.num_classes = num_classes
     heads.batch_size_per_image = 64
+    # Later stages keep all refined boxes (detectron2's cascade): with 64 RoIs per image there is
+    # little to subsample, and the small-model results in docs/scnet_htc.md were measured so.
+    heads.sample_every_stage = False
     for box_head in heads.box_heads:
         box_head.input_shape.channels = width
         box_head.fc_dims = [256, 256]

@@ -8,6 +8,7 @@ from detectron2.config import CfgNode as CN
 
 def add_cascades_config(cfg):
     cfg.MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS = [1.0, 0.5, 0.25]
+    cfg.MODEL.ROI_BOX_CASCADE_HEAD.SAMPLE_EVERY_STAGE = True
 
     cfg.MODEL.SEMANTIC_HEAD = CN()
     cfg.MODEL.SEMANTIC_HEAD.ENABLED = True

@@ -15,13 +15,22 @@ from detectron2.structures import Boxes, Instances
 from .mnc_heads import MNCBoxHead, MNCMaskHead
 from .mnc_mask_voting import nms_and_mask_voting
 from .mnc_roi_heads import MNCROIHeads
+from .mnc_vgg import VGG16
 
-__all__ = ["MNC", "MNCBoxHead", "MNCMaskHead", "MNCROIHeads", "MNCRPN", "add_mnc_config", "nms_and_mask_voting"]
+__all__ = ["MNC", "MNCBoxHead", "MNCMaskHead", "MNCROIHeads", "MNCRPN", "VGG16", "add_mnc_config", "nms_and_mask_voting"]
 
 
 def add_mnc_config(cfg):
     """yacs keys behind the MNC modules' ``from_config`` (our own configs are LazyConfig files).
-    Use with META_ARCHITECTURE "MNC", PROPOSAL_GENERATOR.NAME "MNCRPN", ROI_HEADS.NAME "MNCROIHeads"."""
+    Use with META_ARCHITECTURE "MNC", PROPOSAL_GENERATOR.NAME "MNCRPN", ROI_HEADS.NAME "MNCROIHeads".
+    Also sets detectron2's shared keys to the paper's values: 300 proposals (train and test), 64 RoIs
+    per image, per-class NMS at 0.3, two fc 4096 per stage-3 pathway."""
+    cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 300
+    cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 300
+    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 64
+    cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.3
+    cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 2
+    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 4096
     cfg.MODEL.MNC = CN()
     cfg.MODEL.MNC.NUM_STAGES = 5
     cfg.MODEL.MNC.TEST_NUM_STAGES = 5
@@ -35,6 +44,8 @@ def add_mnc_config(cfg):
     cfg.MODEL.MNC.MASK_IOU_THRESH = 0.5
     cfg.MODEL.MNC.VOTE_IOU_THRESH = 0.5
     cfg.MODEL.MNC.MASK_THRESHOLD = 0.4
+    cfg.MODEL.VGG = CN()
+    cfg.MODEL.VGG.OUT_FEATURES = ["conv5"]
     return cfg
 
 

@@ -49,6 +49,7 @@ class SemanticCascadeROIHeads(CascadeROIHeads):
         stage_loss_weights: List[float],
         semantic_head: Optional[nn.Module] = None,
         global_context_head: Optional[nn.Module] = None,
+        sample_every_stage: bool = False,
         **kwargs,
     ):
         """
@@ -56,6 +57,9 @@ class SemanticCascadeROIHeads(CascadeROIHeads):
             stage_loss_weights: weight of each box stage's losses (alpha_t).
             semantic_head: a :class:`FusedSemanticHead`, or None for no semantic branch.
             global_context_head: a :class:`GlobalContextHead`, or None for no global context.
+            sample_every_stage: subsample the boxes of stages > 0 with the first stage's sampler
+                (``batch_size_per_image``, ``positive_fraction``), as the released HTC/SCNet code
+                does; False keeps all of them, as detectron2's Cascade R-CNN does.
             Other arguments are those of :class:`CascadeROIHeads`; ``mask_head`` may be a list.
         """
         mask_head = kwargs.pop("mask_head", None)
@@ -70,6 +74,7 @@ class SemanticCascadeROIHeads(CascadeROIHeads):
         self.stage_loss_weights = list(stage_loss_weights)
         self.semantic_head = semantic_head
         self.global_context_head = global_context_head
+        self.sample_every_stage = sample_every_stage
         if semantic_head is not None:
             # The embedding is one map at the semantic head's stride; pool it like the FPN levels.
             scales = (1.0 / semantic_head.stride,)
@@ -86,6 +91,7 @@ class SemanticCascadeROIHeads(CascadeROIHeads):
 
         ret = super().from_config(cfg, input_shape)
         ret["stage_loss_weights"] = cfg.MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS
+        ret["sample_every_stage"] = cfg.MODEL.ROI_BOX_CASCADE_HEAD.SAMPLE_EVERY_STAGE
         if cfg.MODEL.SEMANTIC_HEAD.ENABLED:
             ret["semantic_head"] = FusedSemanticHead(cfg, input_shape)
         if cfg.MODEL.GLOBAL_CONTEXT_HEAD.ENABLED:
@@ -201,11 +207,16 @@ class SemanticCascadeROIHeads(CascadeROIHeads):
     @torch.no_grad()
     def _match_and_label_boxes(self, proposals, stage, targets, log_stats=True):
         """As :meth:`CascadeROIHeads._match_and_label_boxes`, but carries every ``gt_*`` field
-        (masks included) to the matched boxes, since masks are trained on later stages' boxes."""
-        num_fg = []
+        (masks included) to the matched boxes, since masks are trained on later stages' boxes, and,
+        with ``sample_every_stage``, subsamples them like the first stage."""
+        labelled, num_fg = [], []
         for proposals_per_image, targets_per_image in zip(proposals, targets):
             iou = pairwise_iou(targets_per_image.gt_boxes, proposals_per_image.proposal_boxes)
             matched_idxs, labels = self.proposal_matchers[stage](iou)
+            if self.sample_every_stage:
+                sampled, _ = self._sample_proposals(matched_idxs, labels, targets_per_image.gt_classes)
+                proposals_per_image = proposals_per_image[sampled]
+                matched_idxs, labels = matched_idxs[sampled], labels[sampled]
             if len(targets_per_image) > 0:
                 for name, value in targets_per_image.get_fields().items():
                     if name.startswith("gt_"):
@@ -216,15 +227,16 @@ class SemanticCascadeROIHeads(CascadeROIHeads):
                 proposals_per_image.gt_boxes = Boxes(
                     targets_per_image.gt_boxes.tensor.new_zeros((len(proposals_per_image), 4))
                 )
+            labelled.append(proposals_per_image)
             num_fg.append((labels == 1).sum().item())
         if log_stats:
             storage = get_event_storage()
-            num_boxes = [len(p) for p in proposals]
+            num_boxes = [len(p) for p in labelled]
             storage.put_scalar(f"stage{stage}/roi_head/num_fg_samples", sum(num_fg) / len(num_fg))
             storage.put_scalar(
                 f"stage{stage}/roi_head/num_bg_samples", (sum(num_boxes) - sum(num_fg)) / len(num_fg)
             )
-        return proposals
+        return labelled
 
     @staticmethod
     def _average_mask_probs(logits_per_head: List[torch.Tensor], instances: List[Instances]):
