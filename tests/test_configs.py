@@ -49,9 +49,10 @@ def test_two_iterations(config, trainer, tmp_path):
     out = str(tmp_path / "out")
     overrides = smoke_overrides(load_config(os.path.join(ROOT, config)), out, max_iter=2)
     result = subprocess.run([sys.executable, *TRAINERS[trainer], "--config-file", config, *overrides], cwd=ROOT,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-5000:]
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-5000:]
     with open(os.path.join(out, "metrics.json")) as f:
         assert [r["iteration"] for r in map(json.loads, f) if "total_loss" in r] == [0, 1]
     assert torch.load(os.path.join(out, "model_final.pth"), weights_only=False)["iteration"] == 1
-    assert "Evaluation results for segm" in result.stderr
+    assert "Evaluation results for segm" in result.stdout
