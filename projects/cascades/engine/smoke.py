@@ -60,11 +60,13 @@ def smoke_overrides(cfg, output_dir, max_iter=2, size=128):
     heads = OmegaConf.select(cfg, "model.roi_heads", default=None)
     if heads is not None and "batch_size_per_image" in heads:
         overrides.append("model.roi_heads.batch_size_per_image=32")
-    # Random weights give low-confidence boxes everywhere; fewer of them keeps evaluation short.
+    # Random weights give low-confidence boxes everywhere: keep the 10 best of each image, whatever
+    # their score, so that evaluation is short but always has masks to score.
     predictors = [("box_predictor", heads.box_predictor)] if heads is not None and "box_predictor" in heads else []
     predictors += [(f"box_predictors.{i}", p) for i, p in enumerate(heads.get("box_predictors") or [])] if heads else []
-    overrides += [f"{'' if 'test_topk_per_image' in p else '+'}model.roi_heads.{key}.test_topk_per_image=10"
-                  for key, p in predictors]
+    for key, predictor in predictors:
+        for name, value in (("test_topk_per_image", 10), ("test_score_thresh", 0.0)):
+            overrides.append(f"{'' if name in predictor else '+'}model.roi_heads.{key}.{name}={value}")
     return overrides
 
 
