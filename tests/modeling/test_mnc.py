@@ -27,10 +27,6 @@ def tiny_fpn_config(num_classes=2, **roi_heads):
     """The Balloon small config shrunk further: FPN 32 channels, fc 64, few proposals."""
     cfg = LazyConfig.load(os.path.join(REPO, "configs/Balloon/mnc_R_18_FPN_small.py"))
     model = cfg.model
-    # GroupNorm: the same function in train and eval mode, so an untrained model's test-time scores
-    # are not thrown off by BN running statistics that were never estimated.
-    model.backbone.bottom_up.stem.norm = "GN"
-    model.backbone.bottom_up.stages.norm = "GN"
     model.backbone.out_channels = 32
     model.proposal_generator.head.in_channels = 32
     model.proposal_generator.pre_nms_topk = (200, 200)

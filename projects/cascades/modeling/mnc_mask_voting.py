@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from detectron2.layers import batched_nms
-from detectron2.structures import Boxes, pairwise_iou
+from detectron2.structures import Boxes
+from detectron2.structures.boxes import matched_pairwise_iou
 
 __all__ = ["nms_and_mask_voting", "vote_masks"]
 
@@ -113,10 +114,11 @@ def nms_and_mask_voting(
         keep = keep[:topk]
     if keep.numel() == 0:
         return keep, masks.new_zeros((0, resolution, resolution)), mask_boxes.new_zeros((0, 4))
-    iou = pairwise_iou(Boxes(boxes[keep]), Boxes(boxes))
-    votes = (iou >= vote_iou_thresh) & (classes[keep][:, None] == classes[None])
+    # Box IoU only for the pairs of one class: with many classes, most pairs are not.
+    target, voter = (classes[keep][:, None] == classes[None]).nonzero(as_tuple=True)
+    iou = matched_pairwise_iou(Boxes(boxes[keep[target]]), Boxes(boxes[voter]))
     # A degenerate box has IoU 0 with itself; a kept instance always votes for itself.
-    votes[torch.arange(keep.numel(), device=keep.device), keep] = True
-    target, voter = votes.nonzero(as_tuple=True)
+    votes = (iou >= vote_iou_thresh) | (voter == keep[target])
+    target, voter = target[votes], voter[votes]
     voted, frames = vote_masks(masks, mask_boxes, target, mask_ids[voter], scores[voter], keep.numel(), resolution)
     return keep, voted, frames

@@ -1,0 +1,15 @@
+# MNC 5-stage end to end on COCO with ResNet-50-FPN (RoI warp pooler over p2-p5), detectron2's 1x
+# schedule (90k iterations, 16 images per batch, lr 0.02, steps at 60k/80k).
+from detectron2.model_zoo import get_config
+
+from ..common.models.mnc import model
+from ..common.train import train
+
+dataloader = get_config("common/data/coco.py").dataloader
+optimizer = get_config("common/optim.py").SGD
+lr_multiplier = get_config("common/coco_schedule.py").lr_multiplier_1x
+
+model.backbone.bottom_up.freeze_at = 2
+train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+train.max_iter = 90000
+train.output_dir = "./output/coco_mnc_R_50_FPN_1x"
