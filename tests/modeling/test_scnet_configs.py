@@ -12,9 +12,10 @@ from cascades.modeling.semantic_rcnn import SemanticRCNN
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = sorted(
-    glob.glob(os.path.join(REPO, "configs/COCO-InstanceSegmentation/*.py"))
-    + glob.glob(os.path.join(REPO, "configs/Balloon/*_R_18_FPN_small.py"))
-    + glob.glob(os.path.join(REPO, "configs/COCO128/*_R_18_FPN_small.py"))
+    path
+    for folder in ("COCO-InstanceSegmentation", "Balloon", "COCO128")
+    for prefix in ("scnet", "htc", "cascade_mask_rcnn_semantic")
+    for path in glob.glob(os.path.join(REPO, "configs", folder, prefix + "_*.py"))
 )
 # (config name -> number of mask heads, sample consistent, feature relays, global context)
 ABLATIONS = {
