@@ -24,10 +24,14 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
 from detectron2.data.datasets import load_coco_json
 
-__all__ = ["CLASS_NAMES", "SPLITS", "default_shapes_root", "generate_split", "register_default_shapes"]
+# get_detection_dataset_dicts is re-exported so that a config can name
+# "cascades.data.default_shapes.get_detection_dataset_dicts" as its dataset loader: importing this
+# module to find it registers the shapes splits (cascades.engine.smoke does so for any config).
+__all__ = ["CLASS_NAMES", "SPLITS", "default_shapes_root", "generate_split", "get_detection_dataset_dicts",
+           "register_default_shapes"]
 
 CLASS_NAMES = ("circle", "triangle", "square", "star", "cross")
 # Bump when the generator changes so that stale caches are not reused.

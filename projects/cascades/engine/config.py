@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from detectron2.config import LazyConfig
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils.registry import locate
 
 from .checkpoint import CheckpointMismatchError
 
@@ -76,9 +77,13 @@ def load_config(config_file, overrides=()):
 
 def _dataset_names(cfg):
     for split in ("train", "test"):
-        names = OmegaConf.select(cfg, f"dataloader.{split}.dataset.names", default=None)
-        if names is not None:
-            yield from [names] if isinstance(names, str) else names
+        dataset = OmegaConf.select(cfg, f"dataloader.{split}.dataset", default=None)
+        if dataset is None or dataset.get("names") is None:
+            continue
+        if isinstance(dataset.get("_target_"), str):
+            # Importing the loader's module may register datasets, as instantiating the config would.
+            locate(dataset._target_)
+        yield from [dataset.names] if isinstance(dataset.names, str) else dataset.names
 
 
 def check_datasets(cfg):

@@ -52,7 +52,15 @@ def smoke_overrides(cfg, output_dir, max_iter=2, size=128):
         overrides += _resize_overrides(cfg, f"dataloader.{split}.mapper", size)
         names = cfg.dataloader[split].dataset.names
         if not all(_available(n) for n in ([names] if isinstance(names, str) else names)):
-            overrides.append(f"dataloader.{split}.dataset.names={FALLBACK_DATASETS[split]}")
+            # The loader is named through the shapes module so that a fresh process (e.g. detectron2's
+            # own trainer) imports it, which registers the shapes.
+            overrides += [f"dataloader.{split}.dataset.names={FALLBACK_DATASETS[split]}",
+                          f"dataloader.{split}.dataset._target_=cascades.data.default_shapes.get_detection_dataset_dicts"]
+            mapper = cfg.dataloader[split].get("mapper")
+            if split == "train" and mapper is not None:
+                # The shapes' masks are RLE (occluded shapes can have holes), not polygons.
+                prefix = "" if "instance_mask_format" in mapper else "+"
+                overrides.append(f"{prefix}dataloader.train.mapper.instance_mask_format=bitmask")
     rpn = OmegaConf.select(cfg, "model.proposal_generator", default=None)
     if rpn is not None and "post_nms_topk" in rpn:
         overrides += ["model.proposal_generator.pre_nms_topk=[200,100]",
