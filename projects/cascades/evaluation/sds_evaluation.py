@@ -18,7 +18,6 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 import pycocotools.mask as mask_util
-import torch
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator

@@ -17,7 +17,7 @@ gradients into the RPN's proposals (with :class:`cascades.modeling.mnc.MNCRPN`) 
 regressed boxes that stages 4 and 5 pool from, and the masking layer passes stage 3's gradients into
 stage 2's masks. ``end_to_end=False`` detaches the boxes (Table 1's ablation); masks still pass.
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +25,6 @@ from torch import nn
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat, cross_entropy
-from detectron2.modeling.box_regression import Box2BoxTransform
-from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, FastRCNNOutputLayers, ROIHeads
 from detectron2.modeling.roi_heads.fast_rcnn import _log_classification_stats
@@ -176,9 +174,10 @@ class MNCROIHeads(ROIHeads):
         scores, deltas = self.box_predictor(box_features)
         return mask_logits, box_features, scores, deltas
 
-    def _regressed_boxes(self, boxes: torch.Tensor, deltas: torch.Tensor, classes: Optional[torch.Tensor], image_sizes):
+    def _regressed_boxes(self, boxes: torch.Tensor, deltas: torch.Tensor, classes: Optional[torch.Tensor], sizes):
         """Class-wise regressed boxes (R x K x 4), or, with ``classes`` (R), the box of that class
-        only (R x 4); clipped to each image. ``boxes`` are all images' RoIs concatenated."""
+        only (R x 4), clipped to their images. ``boxes``: all images' RoIs concatenated; ``sizes``:
+        (number of RoIs, image size) per image."""
         transform = self.box_predictor.box2box_transform
         num = len(boxes)
         deltas = deltas.view(num, self.num_classes, 4)
@@ -187,9 +186,9 @@ class MNCROIHeads(ROIHeads):
         k = deltas.shape[1]
         out = transform.apply_deltas(deltas.reshape(num, 4 * k), boxes).view(num, k, 4)
         clipped = []
-        for b, size in zip(out.split([s for s, _ in image_sizes]), (hw for _, hw in image_sizes)):
+        for b, (_, image_size) in zip(out.split([n for n, _ in sizes]), sizes):
             b = Boxes(b.reshape(-1, 4))
-            b.clip(size)
+            b.clip(image_size)
             clipped.append(b.tensor.view(-1, k, 4))
         out = cat(clipped, dim=0)
         return out[:, 0] if classes is not None else out
