@@ -12,6 +12,9 @@ from detectron2.modeling.roi_heads.mask_head import mask_rcnn_inference
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
 
+from .global_context_head import GlobalContextHead
+from .semantic_head import FusedSemanticHead
+
 __all__ = ["SemanticCascadeROIHeads", "ImageContext", "CascadeStage"]
 
 
@@ -86,9 +89,6 @@ class SemanticCascadeROIHeads(CascadeROIHeads):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
-        from .global_context_head import GlobalContextHead
-        from .semantic_head import FusedSemanticHead
-
         ret = super().from_config(cfg, input_shape)
         ret["stage_loss_weights"] = cfg.MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS
         ret["sample_every_stage"] = cfg.MODEL.ROI_BOX_CASCADE_HEAD.SAMPLE_EVERY_STAGE
