@@ -7,19 +7,33 @@ import sys
 
 from omegaconf import OmegaConf
 
+import cascades.data.default_shapes  # noqa: F401  registers the shapes, the first stand-in below
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 __all__ = ["smoke_overrides"]
 
-# Generated on first use, so always available.
-FALLBACK_DATASETS = {"train": "cascades_shapes_train", "test": "cascades_shapes_val"}
+# Stand-ins for datasets that are not here, fewest classes first: the generated shapes (always
+# available) and coco128-seg (COCO's 80 class ids; registered by cascades.data when present).
+FALLBACKS = [(5, {"train": "cascades_shapes_train", "test": "cascades_shapes_val"}),
+             (80, {"train": "coco128_seg_train", "test": "coco128_seg_train"})]
 
 
 def _available(name):
-    meta = MetadataCatalog.get(name).as_dict() if name in DatasetCatalog else None
-    if meta is None:
+    if name not in DatasetCatalog:
         return False
+    meta = MetadataCatalog.get(name).as_dict()
     return meta.get("generated") or all(os.path.exists(meta[k]) for k in ("json_file", "image_root") if k in meta)
+
+
+def _fallback(cfg, split):
+    """Training needs no more classes than the model has (the loss indexes them); evaluation at
+    least as many (the evaluator refuses predicted classes the dataset does not have)."""
+    num_classes = OmegaConf.select(cfg, "model.roi_heads.num_classes", default=None)
+    for classes, names in FALLBACKS if split == "train" else FALLBACKS[::-1]:
+        fits = num_classes is None or (classes <= num_classes if split == "train" else classes >= num_classes)
+        if fits and _available(names[split]):
+            return names[split]
+    raise ValueError(f"No local stand-in for the {split} dataset of a model with {num_classes} classes")
 
 
 def _resize_overrides(cfg, mapper_key, size):
@@ -41,7 +55,7 @@ def _resize_overrides(cfg, mapper_key, size):
 def smoke_overrides(cfg, output_dir, max_iter=2, size=128):
     """``key=value`` overrides for ``cfg`` (a loaded LazyConfig): ``max_iter`` iterations at short side
     ``size`` on the CPU from random weights, few proposals and RoIs, no data-loading workers, writing to
-    ``output_dir``; datasets that are not available here are replaced by the generated shapes."""
+    ``output_dir``; datasets that are not available here are replaced by a local stand-in (FALLBACKS)."""
     overrides = [f"train.max_iter={max_iter}", f"train.output_dir={output_dir}", "train.device=cpu", "train.log_period=1",
                  "train.init_checkpoint=", "train.eval_period=0", "train.amp.enabled=False",
                  f"train.checkpointer.period={max_iter}", "dataloader.train.total_batch_size=2"]
@@ -51,11 +65,14 @@ def smoke_overrides(cfg, output_dir, max_iter=2, size=128):
         overrides.append(f"dataloader.{split}.num_workers=0")
         overrides += _resize_overrides(cfg, f"dataloader.{split}.mapper", size)
         names = cfg.dataloader[split].dataset.names
-        if not all(_available(n) for n in ([names] if isinstance(names, str) else names)):
+        if all(_available(n) for n in ([names] if isinstance(names, str) else names)):
+            continue
+        fallback = _fallback(cfg, split)
+        overrides.append(f"dataloader.{split}.dataset.names={fallback}")
+        if fallback.startswith("cascades_shapes"):
             # The loader is named through the shapes module so that a fresh process (e.g. detectron2's
             # own trainer) imports it, which registers the shapes.
-            overrides += [f"dataloader.{split}.dataset.names={FALLBACK_DATASETS[split]}",
-                          f"dataloader.{split}.dataset._target_=cascades.data.default_shapes.get_detection_dataset_dicts"]
+            overrides.append(f"dataloader.{split}.dataset._target_=cascades.data.default_shapes.get_detection_dataset_dicts")
             mapper = cfg.dataloader[split].get("mapper")
             if split == "train" and mapper is not None:
                 # The shapes' masks are RLE (occluded shapes can have holes), not polygons.
