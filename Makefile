@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEPS_STAMP := $(VENV)/.deps-installed
 PKG_STAMP := $(VENV)/.cascades-installed
-# pip's --target install of detectron2's cp310 wheel needs the interpreter's site-packages folder.
-SITE = $(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+# pip's --target install of detectron2's cp310 wheel needs the venv's site-packages folder, asked in the
+# recipe itself: make expands a recipe before running it, i.e. before the venv exists.
+SITE_CMD = $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"
 # torch's extension builder needs the toolkit folder that holds lib64/libcudart.so, not nvcc's wrapper.
 export CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(wildcard /usr/local/cuda-*))
 export DETECTRON2_DATASETS ?= $(abspath ../shared/datasets)
@@ -20,7 +21,7 @@ $(DEPS_STAMP): requirements.txt
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install --quiet -r requirements.txt
 	$(BIN)/pip install --quiet --no-deps --only-binary=:all: --python-version 3.10 \
-		--upgrade --target $(SITE) sal-detectron2==0.7.2
+		--upgrade --target "$$($(SITE_CMD))" sal-detectron2==0.7.2
 	touch $@
 
 $(PKG_STAMP): $(DEPS_STAMP) setup.py pyproject.toml $(shell find csrc -type f)
