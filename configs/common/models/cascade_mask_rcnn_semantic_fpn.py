@@ -68,7 +68,7 @@ def small_model(model, num_classes: int, semantic_num_classes: int, width: int =
     heads.num_classes = num_classes
     heads.batch_size_per_image = 64
     # Later stages keep all refined boxes (detectron2's cascade): with 64 RoIs per image there is
-    # little to subsample, and the small-model results in docs/scnet_htc.md were measured so.
+    # little to subsample, and the small-model results in README ("SCNet, HTC ...") were measured so.
     heads.sample_every_stage = False
     for box_head in heads.box_heads:
         box_head.input_shape.channels = width
