@@ -6,8 +6,10 @@ toolkit must then be found through CUDA_HOME or /usr/local/cuda).
 
 import glob
 import os
+import shutil
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -58,6 +60,17 @@ def _extension():
         py_limited_api=True,
     )
 
+class BuildPyWithConfigs(build_py):
+    """Copies configs/ into cascades/model_zoo/configs of the built package (as detectron2 ships its
+    configs), where cascades.model_zoo looks first: a non-editable install has no repository beside it."""
+
+    def run(self):
+        super().run()
+        target = os.path.join(self.build_lib, "cascades", "model_zoo", "configs")
+        shutil.copytree(os.path.join(ROOT, "configs"), target, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
 setup(
     name="detectron2-cascades",
     version="0.1.0",
@@ -66,6 +79,6 @@ setup(
     packages=["cascades"] + ["cascades." + p for p in find_packages("projects/cascades")],
     python_requires=">=3.10",
     ext_modules=[_extension()],
-    cmdclass={"build_ext": BuildExtension},
+    cmdclass={"build_ext": BuildExtension, "build_py": BuildPyWithConfigs},
     options={"bdist_wheel": {"py_limited_api": "cp311"}},
 )

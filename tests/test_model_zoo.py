@@ -46,3 +46,23 @@ def test_published_weights_must_fit(tmp_path, monkeypatch):
     monkeypatch.setitem(_ModelZooUrls.CONFIG_PATH_TO_URL, DEMO[:-3], str(tmp_path / "other.pth"))
     with pytest.raises(CheckpointMismatchError, match="does not fit this model"):
         model_zoo.get(DEMO, trained=True, device="cpu")
+
+
+def test_built_package_carries_the_configs(tmp_path):
+    """A non-editable install has no configs/ beside it: setup.py's build_py copies them into
+    cascades/model_zoo/configs, and the model zoo of the built package finds and loads them there."""
+    import subprocess
+    import sys
+
+    build = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert build.returncode == 0, build.stdout
+    check = ("import cascades.model_zoo as mz; print(mz.get_config_file({0!r})); "
+             "print(mz.get_config({1!r}).model.backbone.bottom_up.stages.depth)").format(
+                 DEMO, "COCO-InstanceSegmentation/scnet_R_101_FPN_20e.py")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", check], cwd=str(tmp_path), env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert run.returncode == 0, run.stderr
+    path, depth = run.stdout.split()
+    assert path == str(tmp_path / "cascades" / "model_zoo" / "configs" / DEMO) and depth == "101"

@@ -52,10 +52,35 @@ def _resize_overrides(cfg, mapper_key, size):
     return overrides
 
 
+def _norm_overrides(cfg):
+    """Random weights make FrozenBN an identity, and an unnormalized 101-layer residual net grows its
+    activations to ~1e7 (measured on R-101-FPN at 128 px), which the losses overflow within two
+    iterations. GroupNorm keeps the random features finite, as pretrained BN statistics would."""
+    backbone = OmegaConf.select(cfg, "model.backbone", default=None)
+    if backbone is None:
+        return []
+    overrides = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "norm" and value == "FrozenBN":
+                    overrides.append(f"{path}.{key}=GN")
+                else:
+                    walk(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}.{i}")
+
+    walk(OmegaConf.to_container(backbone, resolve=False), "model.backbone")
+    return overrides
+
+
 def smoke_overrides(cfg, output_dir, max_iter=2, size=128):
     """``key=value`` overrides for ``cfg`` (a loaded LazyConfig): ``max_iter`` iterations at short side
     ``size`` on the CPU from random weights, few proposals and RoIs, no data-loading workers, writing to
-    ``output_dir``; datasets that are not available here are replaced by a local stand-in (FALLBACKS)."""
+    ``output_dir``; datasets that are not available here are replaced by a local stand-in (FALLBACKS), and
+    FrozenBN by GroupNorm (see _norm_overrides)."""
     overrides = [f"train.max_iter={max_iter}", f"train.output_dir={output_dir}", "train.device=cpu", "train.log_period=1",
                  "train.init_checkpoint=", "train.eval_period=0", "train.amp.enabled=False",
                  f"train.checkpointer.period={max_iter}", "dataloader.train.total_batch_size=2"]
@@ -78,6 +103,7 @@ def smoke_overrides(cfg, output_dir, max_iter=2, size=128):
                 # The shapes' masks are RLE (occluded shapes can have holes), not polygons.
                 prefix = "" if "instance_mask_format" in mapper else "+"
                 overrides.append(f"{prefix}dataloader.train.mapper.instance_mask_format=bitmask")
+    overrides += _norm_overrides(cfg)
     rpn = OmegaConf.select(cfg, "model.proposal_generator", default=None)
     if rpn is not None and "post_nms_topk" in rpn:
         overrides += ["model.proposal_generator.pre_nms_topk=[200,100]",
