@@ -99,3 +99,4 @@ def test_vectorized_matches_a_loop_over_instances():
     torch.testing.assert_close(voted, ref_voted, rtol=1e-4, atol=1e-5)
     # Some kept instances really were voted on by others.
     assert (voted - masks[keep].mean() != 0).any()
+

@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detectron2.layers import batched_nms
 from detectron2.structures import Boxes
 from detectron2.structures.boxes import matched_pairwise_iou
+
+from ..layers.nms import batched_nms_topk
 
 __all__ = ["nms_and_mask_voting", "vote_masks"]
 
@@ -109,9 +110,7 @@ def nms_and_mask_voting(
     if resolution < 1:
         raise ValueError(f"mask voting: resolution must be a positive int, got {resolution}")
 
-    keep = batched_nms(boxes, scores, classes, nms_thresh)
-    if topk >= 0:
-        keep = keep[:topk]
+    keep = batched_nms_topk(boxes, scores, classes, nms_thresh, topk)
     if keep.numel() == 0:
         return keep, masks.new_zeros((0, resolution, resolution)), mask_boxes.new_zeros((0, 4))
     # Box IoU only for the pairs of one class: with many classes, most pairs are not.

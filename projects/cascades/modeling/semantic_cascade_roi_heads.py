@@ -7,11 +7,11 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.modeling.roi_heads import CascadeROIHeads
-from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 from detectron2.modeling.roi_heads.mask_head import mask_rcnn_inference
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
 
+from .fast_rcnn_inference import fast_rcnn_inference
 from .global_context_head import GlobalContextHead
 from .semantic_head import FusedSemanticHead
 
