@@ -143,11 +143,9 @@ class SemanticCascadeROIHeads(CascadeROIHeads):
         if context.semantic is not None:
             roi_features = roi_features + semantic_pooler([context.semantic], boxes)
         if context.glbctx is not None:
-            num_rois = torch.as_tensor([len(b) for b in boxes], device=roi_features.device)
-            image_index = torch.repeat_interleave(
-                torch.arange(len(boxes), device=roi_features.device), num_rois
-            )
-            roi_features = roi_features + context.glbctx[image_index][:, :, None, None]
+            # Each image's vector repeated for its RoIs (repeat counts known on the host: no GPU sync).
+            per_roi = torch.cat([v.expand(len(b), -1) for v, b in zip(context.glbctx, boxes)])
+            roi_features = roi_features + per_roi[:, :, None, None]
         return roi_features
 
     def _box_head_features(self, features, boxes: List[Boxes], stage: int, context) -> torch.Tensor:
