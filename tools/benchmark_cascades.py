@@ -3,7 +3,7 @@
 R-CNN with the semantic branch and detectron2's own Cascade Mask R-CNN, measured in one run.
 
   python tools/benchmark_cascades.py [--device cpu|cuda] [--size 512] [--repeats 5] [--threads N]
-                                    [--no-train]
+                                    [--no-train] [--flops]
 
 All four models use the same R-50-FPN backbone (random init, 80 classes) and the same input: a
 ``--size`` x ``--size`` image for inference, a batch of two with 6 objects each for training.
@@ -14,6 +14,9 @@ Times are medians over ``--repeats`` runs after one warm-up. Peak memory: on CUD
 ``max_memory_allocated`` during training steps; on the CPU each model trains in a fresh process that
 reports its peak resident memory above the level after building the model.
 Ratios are against HTC (throughput, memory) and detectron2's Cascade Mask R-CNN (latency).
+``--flops`` adds each model's inference GFLOPs (fvcore's count through detectron2's
+FlopCountAnalysis: convolutions, matmuls, RoIAlign and the like; one multiply-add = one flop, as
+fvcore counts), the compute that the latency ratios are compared with.
 """
 import argparse
 import json
@@ -114,7 +117,18 @@ def measure(name, args):
     with torch.no_grad():
         result["latency_s"] = median_time(lambda: model(infer_input), args.repeats, args.device)
         result["detections"] = len(model(infer_input)[0]["instances"])
+        if args.flops:
+            result["gflops"] = inference_gflops(model, infer_input)
     return result
+
+
+def inference_gflops(model, inputs):
+    from detectron2.utils.analysis import FlopCountAnalysis
+
+    # Inputs without annotations: the traced forward is inference only.
+    inputs = [{k: v for k, v in x.items() if k in ("image", "height", "width")} for x in inputs]
+    counter = FlopCountAnalysis(model, inputs).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return counter.total() / 1e9
 
 
 def measure_training(model, train_inputs, args):
@@ -149,6 +163,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--no-train", action="store_true", help="inference latency only")
+    parser.add_argument("--flops", action="store_true", help="also count inference GFLOPs (fvcore)")
     parser.add_argument("--only", help=argparse.SUPPRESS)  # one model, in a child process
     args = parser.parse_args()
     if args.threads:
@@ -163,6 +178,7 @@ def main():
         cmd = [sys.executable, __file__, "--only", name, "--device", args.device, "--size", str(args.size),
                "--repeats", str(args.repeats), "--threads", str(args.threads)]
         cmd += ["--no-train"] if args.no_train else []
+        cmd += ["--flops"] if args.flops else []
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         results[name] = json.loads(out.strip().splitlines()[-1])
         print(f"measured {name}: {results[name]}", file=sys.stderr)
@@ -180,6 +196,11 @@ def main():
                      f"{r['train_peak_mb'] / htc['train_peak_mb']:.2f}x |")
         print(f"| {name} | {r['latency_s']:.3f} | {htc['latency_s'] / r['latency_s']:.2f}x | "
               f"{r['latency_s'] / d2['latency_s']:.2f}x {train}")
+    if args.flops:
+        print("| model | inference GFLOPs | vs HTC | vs d2 Cascade |")
+        print("|---|---|---|---|")
+        for name, r in results.items():
+            print(f"| {name} | {r['gflops']:.1f} | {r['gflops'] / htc['gflops']:.2f}x | {r['gflops'] / d2['gflops']:.2f}x |")
     scnet = results["SCNet"]
     print(f"targets: SCNet throughput >= 1.3x HTC: {htc['latency_s'] / scnet['latency_s']:.2f}x; "
           f"SCNet latency <= 1.25x detectron2 Cascade: {scnet['latency_s'] / d2['latency_s']:.2f}x")
