@@ -159,6 +159,24 @@ def test_gradients_through_box_coordinates(end_to_end):
     assert gm is not None and gm.abs().sum() > 0
 
 
+def test_box_grad_scale_scales_only_the_box_coordinate_gradient():
+    """Stage 2's mask loss reaches the RPN's deltas only through the box coordinates: scaled by the
+    factor. Its gradient into the mask head does not pass through them: unchanged."""
+    grads = {}
+    for scale in (1.0, 0.25):
+        model = build(box_grad_scale=scale)
+        torch.manual_seed(1)  # the same RoI sampling in both runs
+        losses = train_losses(model, default_batch())
+        heads, rpn = model.roi_heads, model.proposal_generator.rpn_head
+        grads[scale] = _grads(losses["loss_mask_stage0"], [rpn.anchor_deltas.weight, heads.mask_head.predictor.weight])
+    (rpn_1, head_1), (rpn_q, head_q) = grads[1.0], grads[0.25]
+    assert rpn_1.abs().sum() > 0
+    torch.testing.assert_close(rpn_q, 0.25 * rpn_1, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(head_q, head_1)
+    with pytest.raises(ValueError, match="box_grad_scale must be >= 0"):
+        build(box_grad_scale=-1.0)
+
+
 def test_stages_4_5_share_the_parameters_of_stages_2_3():
     model = build()
     losses = train_losses(model, default_batch())

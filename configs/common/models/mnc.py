@@ -44,6 +44,7 @@ model.roi_heads = L(MNCROIHeads)(
     num_stages=5,
     test_num_stages=5,
     end_to_end=True,
+    box_grad_scale=1.0,  # the paper's Eq. 9; see MNCROIHeads for training from scratch
     mask_loss_weight=1.0,
 )
 

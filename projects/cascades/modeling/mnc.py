@@ -35,6 +35,7 @@ def add_mnc_config(cfg):
     cfg.MODEL.MNC.NUM_STAGES = 5
     cfg.MODEL.MNC.TEST_NUM_STAGES = 5
     cfg.MODEL.MNC.END_TO_END = True
+    cfg.MODEL.MNC.BOX_GRAD_SCALE = 1.0
     cfg.MODEL.MNC.WARP_SIZE = 28
     cfg.MODEL.MNC.WARP_POOL_SIZE = 2
     cfg.MODEL.MNC.BOX_FEATURE_POOL = 2

@@ -39,6 +39,19 @@ from .mnc_mask_voting import nms_and_mask_voting
 __all__ = ["MNCROIHeads"]
 
 
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by ``scale`` backward."""
+
+    @staticmethod
+    def forward(ctx, x, scale: float):
+        ctx.scale = scale
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
+
+
 def _mask_areas(gt_masks) -> torch.Tensor:
     """Pixel areas of PolygonMasks or BitMasks."""
     return gt_masks.area().float() if hasattr(gt_masks, "area") else gt_masks.tensor.flatten(1).sum(1).float()
@@ -70,6 +83,7 @@ class MNCROIHeads(ROIHeads):
         num_stages: int = 5,
         test_num_stages: int = 5,
         end_to_end: bool = True,
+        box_grad_scale: float = 1.0,
         mask_loss_weight: float = 1.0,
         mask_iou_thresh: float = 0.5,
         vote_iou_thresh: float = 0.5,
@@ -89,6 +103,10 @@ class MNCROIHeads(ROIHeads):
             num_stages: 3 or 5, the cascade trained. test_num_stages: 3 or 5, the cascade at inference
                 (the paper tests 3-stage-trained models with 5 stages, Table 1 (c)).
             end_to_end: back-propagate through the box coordinates; False detaches them (ablation).
+            box_grad_scale: factor on the gradient that the RoI warp passes into the box coordinates
+                (1: the paper's Eq. 9). The gradient of a box coordinate sums over every sampled
+                feature of its RoI; from random initialization at lr 0.01 it outweighs the RPN's own
+                regression loss and drags the proposals off the objects, which a smaller factor avoids.
             mask_loss_weight: weight of the mask losses (1 in the paper, 2 in the released code).
             mask_iou_thresh: mask IoU at or above which a box-level positive is a mask-level positive.
             vote_iou_thresh: box IoU with a kept instance at or above which an instance votes.
@@ -119,6 +137,9 @@ class MNCROIHeads(ROIHeads):
         self.num_stages = num_stages
         self.test_num_stages = test_num_stages
         self.end_to_end = end_to_end
+        if not box_grad_scale >= 0:
+            raise ValueError(f"MNCROIHeads: box_grad_scale must be >= 0, got {box_grad_scale!r}")
+        self.box_grad_scale = box_grad_scale
         self.mask_loss_weight = mask_loss_weight
         self.mask_iou_thresh = mask_iou_thresh
         self.vote_iou_thresh = vote_iou_thresh
@@ -148,6 +169,7 @@ class MNCROIHeads(ROIHeads):
             num_stages=mnc.NUM_STAGES,
             test_num_stages=mnc.TEST_NUM_STAGES,
             end_to_end=mnc.END_TO_END,
+            box_grad_scale=mnc.BOX_GRAD_SCALE,
             mask_loss_weight=mnc.MASK_LOSS_WEIGHT,
             mask_iou_thresh=mnc.MASK_IOU_THRESH,
             vote_iou_thresh=mnc.VOTE_IOU_THRESH,
@@ -165,7 +187,10 @@ class MNCROIHeads(ROIHeads):
     # ---------------------------------------------------------------------------------------------
     # One (mask, category) pair: paper stages 2 and 3, or 4 and 5.
     def _run_pair(self, features, proposals: List[Instances]):
-        x = self.pooler(features, [p.proposal_boxes for p in proposals])
+        boxes = [p.proposal_boxes for p in proposals]
+        if self.training and self.end_to_end and self.box_grad_scale != 1.0:
+            boxes = [Boxes(_ScaleGradient.apply(b.tensor, self.box_grad_scale)) for b in boxes]
+        x = self.pooler(features, boxes)
         mask_logits = self.mask_head(x)
         box_x = F.max_pool2d(x, self.box_feature_pool) if self.box_feature_pool > 1 else x
         # The masking layer: the mask, averaged down to the RoI resolution, multiplies the feature.
