@@ -11,6 +11,8 @@ from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 from detectron2.utils.events import EventStorage
 
+from cascades.engine.optim import ClippedSGD
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL_CONFIGS = {
     "scnet": "configs/Balloon/scnet_R_18_FPN_small.py",
@@ -65,19 +67,26 @@ def balloon_subset():
 
 
 def train_model(
-    model, mapper, dataset_dicts, iters, lr=0.02, warmup=50, batch_size=2, seed=0, log_period=0
+    model, mapper, dataset_dicts, iters, lr=0.02, warmup=50, batch_size=2, seed=0, log_period=0,
+    max_grad_norm=None, steps=(),
 ):
-    """SGD with linear warm-up on ``dataset_dicts`` cycled in order; returns the last losses."""
+    """SGD with linear warm-up on ``dataset_dicts`` cycled in order; returns the last losses.
+    ``max_grad_norm``: clip the gradients' total norm (ClippedSGD); ``steps``: fractions of ``iters``
+    after which the lr is multiplied by 0.1."""
     torch.manual_seed(seed)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
+    if max_grad_norm is None:
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
+    else:
+        optimizer = ClippedSGD(params, lr=lr, momentum=0.9, weight_decay=1e-4, max_grad_norm=max_grad_norm)
     losses = {}
     with EventStorage() as storage:
         for it in range(iters):
             storage.iter = it
+            decay = 0.1 ** sum(it >= int(iters * s) for s in steps)
             for group in optimizer.param_groups:
-                group["lr"] = lr * min(1.0, (it + 1) / warmup)
+                group["lr"] = lr * min(1.0, (it + 1) / warmup) * decay
             start = it * batch_size
             batch = [
                 mapper(copy.deepcopy(dataset_dicts[(start + k) % len(dataset_dicts)]))

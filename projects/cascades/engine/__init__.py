@@ -2,6 +2,7 @@
 
 from .checkpoint import Checkpointer, CheckpointMismatchError
 from .config import apply_overrides, check_datasets, load_config
+from .optim import ClippedSGD
 from .predictor import Predictor
 from .trainer import do_test, do_train
 
