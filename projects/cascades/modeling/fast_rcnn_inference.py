@@ -23,7 +23,9 @@ def fast_rcnn_inference(
     nms_thresh: float,
     topk_per_image: int,
 ):
-    """Arguments and results as ``detectron2.modeling.roi_heads.fast_rcnn.fast_rcnn_inference``."""
+    """Arguments and results as ``detectron2.modeling.roi_heads.fast_rcnn.fast_rcnn_inference``, except
+    that the kept-row indices count every input row (detectron2's count the rows left after dropping
+    those with non-finite boxes or scores)."""
     results = [
         _single_image(b, s, shape, score_thresh, nms_thresh, topk_per_image)
         for b, s, shape in zip(boxes, scores, image_shapes)
