@@ -8,7 +8,7 @@ SHORT_SIDE = 192
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,iters", [("scnet", 400), ("htc", 400)])
+@pytest.mark.parametrize("method,iters", [("scnet", 400), ("htc", 500)])
 def test_overfit_four_images(method, iters, small_config, balloon_subset, trainer, evaluator, tmp_path):
     cfg = small_config(method, SHORT_SIDE)
     model = instantiate(cfg.model)
