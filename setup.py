@@ -60,6 +60,7 @@ def _extension():
         py_limited_api=True,
     )
 
+
 class BuildPyWithConfigs(build_py):
     """Copies configs/ into cascades/model_zoo/configs of the built package (as detectron2 ships its
     configs), where cascades.model_zoo looks first: a non-editable install has no repository beside it."""

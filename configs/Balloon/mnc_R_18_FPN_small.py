@@ -22,7 +22,7 @@ train.output_dir = "./output/balloon_mnc_R_18_FPN_small"
 # small configs' value) diverged within ~100 iterations without gradient clipping. With clipping at
 # total norm 10 (median norms were 10-28), the full box-coordinate gradient still dragged the RPN's
 # proposals off the objects (loss_rpn_loc 0.06 -> 0.9, mask AP50 11-45); scaled by 0.01 it fits
-# (mask AP50 91 in 600 iterations), 0.1 reached 69, detached boxes 88.
+# (mask AP50 86-91 in 600 iterations), 0.1 reached 69, detached boxes 88.
 optimizer = get_config("common/optim.py").SGD
 optimizer._target_ = ClippedSGD
 optimizer.max_grad_norm = 10.0
