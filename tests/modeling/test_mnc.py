@@ -42,14 +42,6 @@ def tiny_fpn_config(num_classes=2, **roi_heads):
     return model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build(num_classes=2, seed=0, **roi_heads):
     torch.manual_seed(seed)
     return instantiate(tiny_fpn_config(num_classes, **roi_heads))

@@ -16,14 +16,6 @@ from test_mnc import make_batch, make_target  # the MNC tests' synthetic batch
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_vgg16_layers_strides_and_frozen_blocks():
     net = VGG16(out_features=["conv3", "conv5"])
     convs = [m for m in net.features if isinstance(m, torch.nn.Conv2d)]

@@ -27,6 +27,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat, cross_entropy
 from detectron2.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, FastRCNNOutputLayers, ROIHeads
+from detectron2.modeling.roi_heads.cascade_rcnn import _ScaleGradient  # identity forward, grad x scale
 from detectron2.modeling.roi_heads.fast_rcnn import _log_classification_stats
 from detectron2.modeling.sampling import subsample_labels
 from detectron2.structures import Boxes, Instances, pairwise_iou
@@ -37,19 +38,6 @@ from .mnc_heads import MNCBoxHead, MNCMaskHead
 from .mnc_mask_voting import nms_and_mask_voting
 
 __all__ = ["MNCROIHeads"]
-
-
-class _ScaleGradient(torch.autograd.Function):
-    """Identity forward; multiplies the gradient by ``scale`` backward."""
-
-    @staticmethod
-    def forward(ctx, x, scale: float):
-        ctx.scale = scale
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * ctx.scale, None
 
 
 def _mask_areas(gt_masks) -> torch.Tensor:
