@@ -8,6 +8,8 @@ from detectron2.modeling.roi_heads import MaskRCNNConvUpsampleHead
 
 from cascades.modeling import FusedSemanticHead, SCNetROIHeads, SemanticRCNN
 
+from .small_resnet_fpn import small_resnet18_fpn
+
 model = get_config("common/models/cascade_rcnn.py").model
 model._target_ = SemanticRCNN
 model.proposal_generator.post_nms_topk = (2000, 1000)
@@ -53,17 +55,7 @@ def small_model(model, num_classes: int, semantic_num_classes: int, width: int =
     small data: ResNet-18 (BasicBlock, BN), FPN and heads of ``width`` channels, box fc 256, few
     proposals and RoIs. The structure (stages, heads, fusions) is unchanged.
     """
-    bottom_up = model.backbone.bottom_up
-    bottom_up.stem.norm = "BN"
-    bottom_up.stages.depth = 18
-    bottom_up.stages.norm = "BN"
-    del bottom_up.stages.stride_in_1x1  # BasicBlock has no bottleneck
-    model.backbone.out_channels = width
-    rpn = model.proposal_generator
-    rpn.head.in_channels = width
-    rpn.pre_nms_topk = (1000, 500)
-    rpn.post_nms_topk = (200, 100)
-    rpn.batch_size_per_image = 128
+    small_resnet18_fpn(model, width, norm="BN", post_nms_topk=(200, 100))
     heads = model.roi_heads
     heads.num_classes = num_classes
     heads.batch_size_per_image = 64

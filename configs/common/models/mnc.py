@@ -13,6 +13,8 @@ from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 from cascades.layers import RoIWarpPooler
 from cascades.modeling.mnc import MNC, MNCRPN, MNCBoxHead, MNCMaskHead, MNCROIHeads
 
+from .small_resnet_fpn import small_resnet18_fpn
+
 model = get_config("common/models/mask_rcnn_fpn.py").model
 model._target_ = MNC
 model.mask_threshold = 0.4
@@ -61,17 +63,7 @@ def small_mnc(model, num_classes: int, width: int = 64, fc_dim: int = 256):
     (BasicBlock), FPN of ``width`` channels, fc ``fc_dim``, fewer proposals. Same structure.
     GroupNorm rather than BN: at 2 images per batch BN's statistics are noise, and a model evaluated
     early (before its running statistics settle) gives features ~100x too large in eval mode."""
-    bottom_up = model.backbone.bottom_up
-    bottom_up.stem.norm = "GN"
-    bottom_up.stages.depth = 18
-    bottom_up.stages.norm = "GN"
-    del bottom_up.stages.stride_in_1x1  # BasicBlock has no bottleneck
-    model.backbone.out_channels = width
-    rpn = model.proposal_generator
-    rpn.head.in_channels = width
-    rpn.pre_nms_topk = (1000, 500)
-    rpn.post_nms_topk = (100, 100)
-    rpn.batch_size_per_image = 128
+    small_resnet18_fpn(model, width, norm="GN", post_nms_topk=(100, 100))
     heads = model.roi_heads
     heads.num_classes = num_classes
     heads.mask_head.input_shape.channels = width
