@@ -24,7 +24,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
 
 import torch
 
@@ -33,6 +32,8 @@ from detectron2.model_zoo import get_config
 from detectron2.modeling.backbone import BottleneckBlock
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
+
+from benchmark_timing import median_seconds
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = {
@@ -84,23 +85,6 @@ def make_inputs(size, num_images, seed=0):
     return inputs
 
 
-def _sync(device):
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def median_time(fn, repeats, device):
-    fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
-
 def rss_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -115,7 +99,7 @@ def measure(name, args):
         result = measure_training(model, train_inputs, args)
     model.eval()
     with torch.no_grad():
-        result["latency_s"] = median_time(lambda: model(infer_input), args.repeats, args.device)
+        result["latency_s"] = median_seconds(lambda: model(infer_input), args.device, args.repeats, warmup=1)
         result["detections"] = len(model(infer_input)[0]["instances"])
         if args.flops:
             result["gflops"] = inference_gflops(model, infer_input)
@@ -148,7 +132,7 @@ def measure_training(model, train_inputs, args):
         loss.backward()
         optimizer.step()
 
-    step_time = median_time(step, args.repeats, args.device)
+    step_time = median_seconds(step, args.device, args.repeats, warmup=1)
     if args.device == "cuda":
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:

@@ -13,7 +13,6 @@ head); both use the config's backbone. Peak memory is measured on CUDA only.
 """
 import argparse
 import json
-import statistics
 import time
 from collections import defaultdict
 
@@ -24,10 +23,7 @@ from detectron2.model_zoo import get_config
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from benchmark_timing import median_seconds, synchronize
 
 
 def _batch(size, num_images, num_gt, num_classes, device, seed=0):
@@ -46,19 +42,6 @@ def _batch(size, num_images, num_gt, num_classes, device, seed=0):
         batch.append({"image": (torch.rand(3, h, w, generator=g) * 255).to(device), "instances": inst.to(device),
                       "height": h, "width": w})
     return batch
-
-
-def _timeit(fn, device, iters, warmup):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        _sync(device)
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 class StageTimer:
@@ -80,11 +63,11 @@ class StageTimer:
                 m.register_forward_hook(lambda mod, inp, out, group=group: self._stop(mod, group))
 
     def _start(self, module, inputs):
-        _sync(self.device)
+        synchronize(self.device)
         module._bench_t0 = time.perf_counter()
 
     def _stop(self, module, group):
-        _sync(self.device)
+        synchronize(self.device)
         dt = time.perf_counter() - module._bench_t0
         if group in ("mask", "category"):
             base = 2 if group == "mask" else 3
@@ -134,7 +117,7 @@ def main():
     for name, model in models.items():
         model.eval()
         with torch.no_grad():
-            out[f"{name} inference s"] = _timeit(lambda: model(test_batch), device, args.iters, args.warmup)
+            out[f"{name} inference s"] = median_seconds(lambda: model(test_batch), device, args.iters, args.warmup)
     mnc = models["MNC"]
     timer = StageTimer(mnc, device)
     with torch.no_grad():
@@ -143,9 +126,9 @@ def main():
         t0 = time.perf_counter()
         result = None
         for _ in range(args.iters):
-            _sync(device)
+            synchronize(device)
             result = mnc(test_batch)
-        _sync(device)
+        synchronize(device)
         total = (time.perf_counter() - t0) / args.iters
     stages = {k: v / args.iters for k, v in sorted(timer.times.items())}
     stages["others (NMS, voting, paste)"] = total - sum(stages.values())
@@ -163,7 +146,7 @@ def main():
     masks = torch.rand(600, m, m, generator=g).to(device)
     class_boxes = boxes[:, None].expand(-1, k, -1).contiguous()
     with torch.no_grad():
-        out["NMS + voting of 600 instances s"] = _timeit(
+        out["NMS + voting of 600 instances s"] = median_seconds(
             lambda: heads._instances((h, w), class_boxes, probs, masks, boxes), device, args.iters, args.warmup)
     out["voting / MNC inference"] = out["NMS + voting of 600 instances s"] / out["MNC inference s"]
 
@@ -183,7 +166,7 @@ def main():
 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        out[f"{name} train step s"] = _timeit(step, device, args.iters, args.warmup)
+        out[f"{name} train step s"] = median_seconds(step, device, args.iters, args.warmup)
         if device.type == "cuda":
             out[f"{name} train peak memory GiB"] = torch.cuda.max_memory_allocated(device) / 2**30
     out["inference ratio MNC / Mask R-CNN"] = out["MNC inference s"] / out["Mask R-CNN inference s"]

@@ -17,12 +17,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 import torchvision
 
+from benchmark_timing import median_seconds
 from cascades.layers import roi_warp
 from cascades.layers.roi_warp_reference import roi_warp_reference
 
@@ -60,25 +60,6 @@ def run_impl(impl, x, rois, size, pool, backward):
         xi.grad = None
         r.grad = None
     return out
-
-
-def sync(device):
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def median_seconds(fn, device, repeats):
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2]
 
 
 def rss_bytes(field):
@@ -123,7 +104,7 @@ def copy_bandwidth(device, repeats):
     """Device-to-device copy bandwidth in bytes/s, counting bytes read and written."""
     src = torch.empty(256 * 2**20, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
-    seconds = median_seconds(lambda: dst.copy_(src), device, repeats)
+    seconds = median_seconds(lambda: dst.copy_(src), device, repeats, warmup=2)
     return 2 * src.numel() * src.element_size() / seconds
 
 
@@ -177,7 +158,7 @@ def main():
         for impl in ("ours", "torchvision", "reference"):
             for backward, key in ((False, "fwd"), (True, "fwdbwd")):
                 call = lambda: run_impl(impl, x, rois, size, pool, backward)  # noqa: E731
-                row[f"{impl}_{key}_ms"] = 1e3 * median_seconds(call, args.device, repeats)
+                row[f"{impl}_{key}_ms"] = 1e3 * median_seconds(call, args.device, repeats, warmup=2)
                 if args.device == "cuda" and impl != "reference":
                     row[f"{impl}_{key}_gpu_ms"] = cuda_kernel_ms(call, "", repeats)
             if not args.no_memory and impl != "torchvision":
