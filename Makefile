@@ -11,7 +11,7 @@ SITE_CMD = $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['pure
 export CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(wildcard /usr/local/cuda-*))
 export DETECTRON2_DATASETS ?= $(abspath ../shared/datasets)
 
-.PHONY: setup test test-all test-asan bench clean
+.PHONY: setup test test-all test-asan bench mutation clean
 
 setup: $(PKG_STAMP)
 
@@ -45,6 +45,10 @@ test-asan: setup
 
 bench: setup
 	$(BIN)/python tools/benchmark_ops.py
+
+# Each curated mutant (tests/mutants/) breaks one paper concept; the fast tests naming it must fail.
+mutation: setup
+	$(BIN)/python tools/mutation_check.py -j 2
 
 clean:
 	rm -rf build projects/cascades/*.so $(PKG_STAMP)

@@ -28,4 +28,4 @@ optimizer._target_ = ClippedSGD
 optimizer.max_grad_norm = 10.0
 optimizer.lr = 0.01
 model.roi_heads.box_grad_scale = 0.01
-lr_multiplier = step_schedule(train.max_iter, warmup_iter=100)
+lr_multiplier = step_schedule(warmup_iter=100)

@@ -18,4 +18,4 @@ optimizer = get_config("common/optim.py").SGD
 # From scratch, lr 0.02 (the COCO value) diverged within 60 iterations on balloon; 0.01 with a
 # longer warm-up trains.
 optimizer.lr = 0.01
-lr_multiplier = step_schedule(train.max_iter, warmup_iter=100)
+lr_multiplier = step_schedule(warmup_iter=100)

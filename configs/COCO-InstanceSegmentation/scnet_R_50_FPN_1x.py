@@ -12,5 +12,5 @@ COCO_ITERS_PER_EPOCH = 117266 // 16  # coco_2017_train images with annotations /
 model.backbone.bottom_up.freeze_at = 2
 train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
 train.max_iter = 12 * COCO_ITERS_PER_EPOCH
-lr_multiplier = step_schedule(train.max_iter, warmup_iter=500, steps=(8 / 12, 11 / 12))
+lr_multiplier = step_schedule(warmup_iter=500, steps=(8 / 12, 11 / 12))
 optimizer = get_config("common/optim.py").SGD

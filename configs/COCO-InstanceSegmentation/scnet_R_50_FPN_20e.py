@@ -3,4 +3,4 @@ from ..common.schedules import step_schedule
 from .scnet_R_50_FPN_1x import COCO_ITERS_PER_EPOCH, dataloader, model, optimizer, train
 
 train.max_iter = 20 * COCO_ITERS_PER_EPOCH
-lr_multiplier = step_schedule(train.max_iter, warmup_iter=500, steps=(16 / 20, 19 / 20))
+lr_multiplier = step_schedule(warmup_iter=500, steps=(16 / 20, 19 / 20))

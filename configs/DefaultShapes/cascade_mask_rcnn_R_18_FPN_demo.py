@@ -49,4 +49,4 @@ train.output_dir = "./output/demo"
 train.eval_period = train.max_iter
 train.checkpointer.period = 100
 train.log_period = 20
-lr_multiplier = step_schedule(train.max_iter, warmup_iter=50)
+lr_multiplier = step_schedule(warmup_iter=50)

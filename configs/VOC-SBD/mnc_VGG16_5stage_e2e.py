@@ -16,4 +16,4 @@ train.output_dir = "./output/voc_sbd_mnc_VGG16_5stage_e2e"
 optimizer = get_config("common/optim.py").SGD
 optimizer.lr = 0.001
 optimizer.weight_decay = 0.0005
-lr_multiplier = step_schedule(train.max_iter, warmup_iter=0, steps=(32000 / 40000,))
+lr_multiplier = step_schedule(warmup_iter=0, steps=(32000 / 40000,))

@@ -55,7 +55,8 @@ def test_released_schedules():
     for schedule, epochs, steps in [("1x", 12, (8, 11)), ("20e", 20, (16, 19))]:
         cfg = LazyConfig.load(os.path.join(REPO, f"configs/COCO-InstanceSegmentation/scnet_R_50_FPN_{schedule}.py"))
         assert cfg.train.max_iter == epochs * epoch
-        milestones = cfg.lr_multiplier.scheduler.milestones
+        schedule = instantiate(cfg.lr_multiplier)
+        milestones = schedule._schedulers[1]._milestones
         assert [round(m / epoch) for m in milestones] == list(steps)
 
 
