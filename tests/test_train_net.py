@@ -66,7 +66,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     assert f"Starting training from iteration {last['iteration'] + 1}" in result.stdout
     assert sorted(set(logged_iterations(tmp_path))) == list(range(max_iter)), "no iteration is lost"
     # The LR schedule continues: each logged LR is the schedule's value at that iteration.
-    cfg = load_config(DEMO)
+    cfg = load_config(DEMO, [f"train.max_iter={max_iter}"])
     schedule = instantiate(cfg.lr_multiplier)
     with open(tmp_path / "metrics.json") as f:
         for record in map(json.loads, f):
