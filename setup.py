@@ -79,6 +79,7 @@ setup(
     package_dir={"cascades": "projects/cascades"},
     packages=["cascades"] + ["cascades." + p for p in find_packages("projects/cascades")],
     python_requires=">=3.10",
+    license="Apache-2.0",
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension, "build_py": BuildPyWithConfigs},
     options={"bdist_wheel": {"py_limited_api": "cp311"}},
