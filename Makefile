@@ -72,3 +72,45 @@ demo: setup
 		(r['segm']['AP'], r['segm']['AP50'], r['bbox']['AP'], r['bbox']['AP50']))"
 	@echo "Results: $(DEMO_OUT)/ (log.txt, metrics.json, TensorBoard events, model_final.pth), \
 	evaluation: $(DEMO_OUT)/eval_results.json, drawn predictions: $(DEMO_OUT)/visualizations/"
+
+# mmdetection's own code, for the parity tests and the side-by-side benchmark only (never a dependency
+# of the package; docs/MMDET.md). mmcv 2.2.0 is published as source only: its setup.py imports
+# pkg_resources (setuptools<81) and asks for C++14/17 where torch 2.14's headers need C++20, so it is
+# built here with the flags replaced (about 10 minutes on 2 cores) and the wheel kept in $(REF_CACHE),
+# which makes a second set-up take seconds. mmdet 3.3.0 refuses mmcv 2.2.0 by an exclusive upper bound
+# in its __init__, relaxed after installing.
+REF_VENV := .venv-mmdet
+REF_BIN := $(REF_VENV)/bin
+REF_STAMP := $(REF_VENV)/.reference-installed
+REF_CACHE := .cache/reference
+REF_SITE_CMD = $(REF_BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+.PHONY: reference mmcv-wheel parity
+
+reference: $(REF_STAMP)
+
+$(REF_STAMP):
+	test -x $(REF_BIN)/python || $(PYTHON) -m venv $(REF_VENV)
+	$(REF_BIN)/pip install --quiet --upgrade pip
+	$(REF_BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1 "setuptools<81" wheel ninja \
+		mmengine==0.10.7
+	ls $(REF_CACHE)/mmcv-2.2.0-*.whl >/dev/null 2>&1 || $(MAKE) mmcv-wheel
+	$(REF_BIN)/pip install --quiet $(REF_CACHE)/mmcv-2.2.0-*.whl mmdet==3.3.0
+	sed -i "s/^mmcv_maximum_version = '2.2.0'$$/mmcv_maximum_version = '2.3.0'/" \
+		"$$($(REF_SITE_CMD))/mmdet/__init__.py"
+	$(REF_BIN)/python -c "import mmdet, mmcv.ops; print('mmdet', mmdet.__version__, 'with mmcv ops')"
+	touch $@
+
+mmcv-wheel:
+	rm -rf $(REF_CACHE)/src && mkdir -p $(REF_CACHE)/src
+	$(REF_BIN)/pip download --quiet --no-deps --no-binary :all: --no-build-isolation mmcv==2.2.0 \
+		-d $(REF_CACHE)/src
+	tar -xzf $(REF_CACHE)/src/mmcv-2.2.0.tar.gz -C $(REF_CACHE)/src
+	sed -i -e "s/-std=c++1[47]/-std=c++20/g" -e "s|/std:c++1[47]|/std:c++20|g" \
+		$(REF_CACHE)/src/mmcv-2.2.0/setup.py
+	cd $(REF_CACHE)/src/mmcv-2.2.0 && MMCV_WITH_OPS=1 MAX_JOBS=2 FORCE_CUDA=0 \
+		$(abspath $(REF_BIN))/pip wheel --no-build-isolation --no-deps -w $(abspath $(REF_CACHE)) .
+	rm -rf $(REF_CACHE)/src
+
+# The parity suite against mmdetection (tests/parity skip with one line without the reference venv).
+parity: setup reference
+	$(BIN)/python -m pytest -q tests/parity
