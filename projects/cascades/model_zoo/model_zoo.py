@@ -7,18 +7,23 @@ import torch
 
 from detectron2.config import LazyConfig, instantiate
 
+from ..checkpoint.path_handler import MMDET_PREFIX
 from ..engine.checkpoint import Checkpointer
+from .mmdet_checkpoints import MMDET_CHECKPOINTS
 
 __all__ = ["get", "get_checkpoint_url", "get_config", "get_config_file"]
 
 
 class _ModelZooUrls:
-    """Config name -> URL of the checkpoint trained with it. Only weights the project has published are
-    listed; detectron2's own names (``detectron2://ImageNetPretrained/...``), URLs and local paths are
-    given to ``train.init_checkpoint`` directly and load through the same Checkpointer."""
+    """Config name -> URL of the checkpoint trained with it: mmdetection's published checkpoints for
+    the configs under COCO-InstanceSegmentation/mmdet/ (``mmdet://`` converts them on first use).
+    detectron2's own names (``detectron2://ImageNetPretrained/...``), URLs and local paths are given to
+    ``train.init_checkpoint`` directly and load through the same Checkpointer."""
 
     # "<Dataset>/<name>" (the config path without .py) -> URL
-    CONFIG_PATH_TO_URL = {}
+    CONFIG_PATH_TO_URL = {
+        f"COCO-InstanceSegmentation/mmdet/{c.config}": MMDET_PREFIX + c.url for c in MMDET_CHECKPOINTS
+    }
 
     @classmethod
     def query(cls, config_path) -> Optional[str]:

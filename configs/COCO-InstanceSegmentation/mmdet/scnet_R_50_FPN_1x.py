@@ -1,0 +1,9 @@
+# mmdetection's scnet_r50_fpn_1x_coco: its published checkpoint (COCO val2017 box AP 43.5, mask AP 39.2, as
+# mmdetection reports them) in this project's model; docs/MMDET.md.
+from cascades.checkpoint.mmdet_conventions import follow_mmdet
+from cascades.model_zoo import get_checkpoint_url
+
+from ..scnet_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train
+
+follow_mmdet(model, dataloader, depth=50, score_thresh=0.001)
+train.init_checkpoint = get_checkpoint_url("COCO-InstanceSegmentation/mmdet/scnet_R_50_FPN_1x.py")
