@@ -10,8 +10,7 @@ import detectron2.data.transforms as T
 from detectron2.structures import BitMasks, BoxMode, PolygonMasks
 
 from cascades.data import SemanticDatasetMapper, semantic_target_from_instances
-
-DATASETS = os.getenv("DETECTRON2_DATASETS", "datasets")
+from cascades.data.storage import missing_message
 
 
 def test_things_background_and_overlaps():
@@ -117,7 +116,7 @@ def test_mapper_on_real_coco128_grayscale_and_empty_images():
     import cascades.data  # noqa: F401
 
     if "coco128_seg_train" not in DatasetCatalog.list():
-        pytest.skip("coco128-seg not found under $DETECTRON2_DATASETS (set it to ../shared/datasets)")
+        pytest.skip(missing_message("coco128-seg"))
     dicts = {os.path.basename(d["file_name"]): d for d in DatasetCatalog.get("coco128_seg_train")}
     gray = _mapper()(dicts["000000000086.jpg"])
     assert gray["image"].shape[0] == 3 and gray["sem_seg"].max() > 0

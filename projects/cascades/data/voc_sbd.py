@@ -20,11 +20,13 @@ import os
 from typing import Dict, List, Tuple
 
 import numpy as np
-import pycocotools.mask as mask_util
 import scipy.io
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
+
+from .coco_format import encode_rle
+from .storage import datasets_root
 
 __all__ = ["VOC_CLASSES", "load_sbd_instances", "register_voc_sbd"]
 
@@ -68,14 +70,12 @@ def _annotations(inst_path: str, cls_path: str) -> Tuple[List[Dict], Tuple[int, 
                     f"{int(labels[np.argmax(counts)])}"
                 )
         ys, xs = np.nonzero(mask)
-        rle = mask_util.encode(np.asfortranarray(mask[:, :, None].astype(np.uint8)))[0]
-        rle["counts"] = rle["counts"].decode("ascii")
         annos.append({
             # Pixel-inclusive mask extent as a box in continuous coordinates.
             "bbox": [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)],
             "bbox_mode": BoxMode.XYXY_ABS,
             "category_id": int(category) - 1,
-            "segmentation": rle,
+            "segmentation": encode_rle(mask),
             "iscrowd": 0,
         })
     return annos, seg.shape
@@ -111,8 +111,9 @@ def register_voc_sbd(name: str, root: str, split_file: str) -> None:
     )
 
 
-def register_all(datasets_root: str = None) -> None:
-    root = os.path.join(os.path.expanduser(datasets_root or os.getenv("DETECTRON2_DATASETS", "datasets")), "sbd")
+def register_all(root: str = None) -> None:
+    """Registers voc_sbd_train and voc_sbd_val when ``<root>/sbd`` (by default the datasets root's) exists."""
+    root = os.path.join(datasets_root() if root is None else root, "sbd")
     if not os.path.isdir(root):
         logger.info(f"{root} not found: voc_sbd_* not registered")
         return
