@@ -1,14 +1,24 @@
-"""Registers the small real datasets of ``$DETECTRON2_DATASETS`` and COCO with stuff maps.
+"""Registers the small real datasets of the datasets root and COCO with stuff maps.
 
 Registration is idempotent and skips datasets whose folder is missing; the datasets load lazily.
+``make datasets`` (:mod:`cascades.data.prepare`) fetches balloon and coco128-seg into this layout.
+
+coco128-seg is one file of COCO train2017 images; its split is fixed by image id (:func:`coco128_seg_split`),
+so that it is the same for any copy of it (the public archive's 128 images, or fewer). Each split's own
+json, derived into :func:`cascades.data.storage.cache_root` when it loads, is what COCO's evaluator reads.
 """
+import hashlib
+import json
 import logging
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
+from detectron2.data.datasets import load_coco_json, register_coco_instances
 
-__all__ = ["register_all", "register_coco_semantic"]
+from .storage import cache_root, datasets_root, write_json
+
+__all__ = ["COCO128_SEG_SPLIT_RULE", "coco128_seg_split", "register_all", "register_coco_semantic",
+           "register_split"]
 
 logger = logging.getLogger(__name__)
 
@@ -16,12 +26,51 @@ logger = logging.getLogger(__name__)
 _SMALL_DATASETS = {
     "balloon_train": ("balloon/train.json", "balloon/train"),
     "balloon_val": ("balloon/val.json", "balloon/val"),
-    "coco128_seg_train": ("coco128-seg/train.json", "coco128-seg/images"),
 }
+_COCO128_SEG = ("coco128-seg/train.json", "coco128-seg/images")
+COCO128_SEG_SPLIT_RULE = "validation: the images whose COCO id modulo 4 is 1; training: the others"
 
 
-def _datasets_root() -> str:
-    return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
+def coco128_seg_split(image_id: int) -> str:
+    """The split of a coco128-seg image, "train" or "val", by COCO128_SEG_SPLIT_RULE. Any residue would
+    do; 1 keeps the grayscale and the two unannotated photos of the first 96 in training, where tests
+    use them."""
+    return "val" if image_id % 4 == 1 else "train"
+
+
+def _read_json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _split_json(source: str, split: str, split_of) -> dict:
+    with open(source) as f:
+        data = json.load(f)
+    images = [image for image in data["images"] if split_of(image["id"]) == split]
+    ids = {image["id"] for image in images}
+    return {**data, "images": images, "annotations": [a for a in data["annotations"] if a["image_id"] in ids]}
+
+
+def register_split(name: str, json_file: str, image_root: str, split: str, split_of=coco128_seg_split) -> None:
+    """Registers ``name``: the images of COCO json ``json_file`` whose id ``split_of`` maps to ``split``.
+    Their own json (the file with those images and their annotations only, what COCO's evaluator reads)
+    is the metadata's ``json_file``: each load derives it into the cache and rewrites it when it differs."""
+    digest = hashlib.sha1(os.path.abspath(json_file).encode()).hexdigest()[:16]
+    split_file = os.path.join(cache_root(), "splits", digest, f"{name}.json")
+
+    def load():
+        data = _split_json(json_file, split, split_of)
+        if _read_json(split_file) != data:
+            write_json(split_file, data)
+        return load_coco_json(split_file, image_root, name)
+
+    DatasetCatalog.register(name, load)
+    # generated: the json appears on the first load (see cascades.engine.config.check_datasets).
+    MetadataCatalog.get(name).set(json_file=split_file, image_root=image_root, evaluator_type="coco",
+                                  generated=True)
 
 
 def register_coco_semantic(root: str, base_name: str = "coco_2017_train") -> None:
@@ -53,16 +102,26 @@ def register_coco_semantic(root: str, base_name: str = "coco_2017_train") -> Non
     MetadataCatalog.get(name).set(**base_meta, ignore_label=255)
 
 
+def _present(name: str, json_file: str, image_root: str) -> bool:
+    if os.path.isfile(json_file) and os.path.isdir(image_root):
+        return True
+    logger.info(f"{name}: {json_file} or {image_root} missing, not registered")
+    return False
+
+
 def register_all(root: str = None) -> None:
-    root = _datasets_root() if root is None else root
+    """Registers balloon_{train,val}, coco128_seg_{train,val} (the ones found under ``root``, by default
+    the datasets root) and coco_2017_train_semantic."""
+    root = datasets_root() if root is None else root
     for name, (json_file, image_root) in _SMALL_DATASETS.items():
         json_file, image_root = os.path.join(root, json_file), os.path.join(root, image_root)
-        if name in DatasetCatalog.list():
-            continue
-        if not (os.path.isfile(json_file) and os.path.isdir(image_root)):
-            logger.info(f"{name}: {json_file} or {image_root} missing, not registered")
-            continue
-        register_coco_instances(name, {}, json_file, image_root)
+        if name not in DatasetCatalog and _present(name, json_file, image_root):
+            register_coco_instances(name, {}, json_file, image_root)
+    json_file, image_root = (os.path.join(root, p) for p in _COCO128_SEG)
+    for split in ("train", "val"):
+        name = f"coco128_seg_{split}"
+        if name not in DatasetCatalog and _present(name, json_file, image_root):
+            register_split(name, json_file, image_root, split)
     register_coco_semantic(root, "coco_2017_train")
 
 
