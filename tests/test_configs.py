@@ -1,7 +1,8 @@
 """Every config under configs/ loads, instantiates, saves (as default_setup does) and trains for 2
 iterations, then evaluates, under our train_net.py and under detectron2's tools.lazyconfig_train_net,
 shrunk by cascades.engine.smoke (tiny images, few proposals; datasets missing here are replaced by
-the generated shapes). Only the default config trains in the quick suite; the rest is marked slow."""
+the generated shapes labelled for the model's classes, so that all of this runs without any dataset).
+Only the default config trains in the quick suite; the rest is marked slow."""
 
 import glob
 import json
@@ -13,9 +14,11 @@ import sys
 import pytest
 import torch
 
-from cascades.engine.config import load_config
+from cascades.engine import smoke
+from cascades.engine.config import check_datasets, load_config
 from cascades.engine.smoke import smoke_overrides
 from detectron2.config import LazyConfig, instantiate
+from detectron2.data import MetadataCatalog
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True)
@@ -77,3 +80,19 @@ def test_smoke_overrides_normalize_random_deep_backbones(config):
     with torch.no_grad():
         features = backbone(torch.randn(1, 3, 64, 96) * 50)
     assert all(f.abs().max() < 1e3 for f in features.values())
+
+
+@pytest.mark.parametrize("config, num_classes", [("configs/Balloon/htc_R_18_FPN_small.py", 1),
+                                                 ("configs/COCO128/scnet_R_18_FPN_small.py", 80),
+                                                 ("configs/VOC-SBD/mnc_VGG16_5stage_e2e.py", 20)])
+def test_smoke_stand_ins_have_the_models_classes(config, num_classes, monkeypatch):
+    """Without its datasets a config trains and is evaluated on the shapes labelled with exactly its
+    number of classes (training indexes the model's classes, evaluation refuses classes it lacks)."""
+    monkeypatch.setattr(smoke, "_available", lambda name: False)
+    cfg = load_config(os.path.join(ROOT, config))
+    assert cfg.model.roi_heads.num_classes == num_classes
+    cfg = LazyConfig.apply_overrides(cfg, smoke_overrides(cfg, "unused"))
+    for split in ("train", "test"):
+        name = cfg.dataloader[split].dataset.names
+        assert name.startswith("cascades_shapes_") and len(MetadataCatalog.get(name).thing_classes) == num_classes
+    check_datasets(cfg)

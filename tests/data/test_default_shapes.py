@@ -96,3 +96,40 @@ def test_registered_like_any_coco_dataset():
     meta = MetadataCatalog.get("cascades_shapes_val")
     assert meta.thing_classes == list(shapes.CLASS_NAMES) and os.path.isfile(meta.json_file)
     assert all(isinstance(a["segmentation"], dict) for d in dicts for a in d["annotations"])
+
+
+def test_relabelling_for_fewer_classes():
+    data = shapes._relabel({"annotations": [{"category_id": c} for c in range(1, 6)]}, 2)
+    assert [a["category_id"] for a in data["annotations"]] == [1, 2, 1, 2, 1]
+    assert data["categories"] == [{"id": 1, "name": "circle+square+cross"}, {"id": 2, "name": "triangle+star"}]
+    with pytest.raises(ValueError, match="No stand-in of 'cascades_shapes_val' for 2 classes"):
+        shapes.stand_in("cascades_shapes_val", 2)
+
+
+@pytest.mark.parametrize("num_classes, classes", [(1, [0]), (80, [0, 1, 2, 3, 4])])
+def test_stand_ins_are_the_shapes_labelled_for_another_number_of_classes(num_classes, classes):
+    name = shapes.stand_in("cascades_shapes_val", num_classes)
+    dicts, base = DatasetCatalog.get(name), DatasetCatalog.get("cascades_shapes_val")
+    assert [d["file_name"] for d in dicts] == [d["file_name"] for d in base]
+    labels = [a["category_id"] for d in dicts for a in d["annotations"]]
+    assert sorted(set(labels)) == classes
+    assert labels == [a["category_id"] % num_classes for d in base for a in d["annotations"]]
+    assert len(MetadataCatalog.get(name).thing_classes) == num_classes
+
+
+def test_stand_in_is_evaluated_with_the_models_classes(tmp_path):
+    """COCO's evaluator takes predictions of any of the model's 80 classes on the 80-class stand-in."""
+    import torch
+    from detectron2.evaluation import COCOEvaluator
+    from detectron2.structures import Boxes, BoxMode, Instances
+
+    name = shapes.stand_in("cascades_shapes_val", 80)
+    d = DatasetCatalog.get(name)[0]
+    boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d["annotations"]] + [[0, 0, 9, 9]]
+    classes = [a["category_id"] for a in d["annotations"]] + [79]  # a class the shapes do not have
+    predictions = Instances((d["height"], d["width"]), pred_boxes=Boxes(torch.tensor(boxes, dtype=torch.float32)),
+                            scores=torch.full((len(boxes),), 0.9), pred_classes=torch.tensor(classes))
+    evaluator = COCOEvaluator(name, tasks=("bbox",), output_dir=str(tmp_path))
+    evaluator.reset()
+    evaluator.process([{"image_id": d["image_id"]}], [{"instances": predictions}])
+    assert evaluator.evaluate(img_ids=[d["image_id"]])["bbox"]["AP50"] == 100.0

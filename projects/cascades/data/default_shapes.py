@@ -7,31 +7,33 @@ RLE masks), registered with ``register_coco_instances`` like any other.
 
 Cache folder (the first that applies):
   1. ``$CASCADES_SHAPES_ROOT`` when set;
-  2. ``$DETECTRON2_DATASETS/cascades_shapes`` when it already exists or ``$DETECTRON2_DATASETS`` is
-     writable, by its permissions (datasets live together, detectron2's convention);
-  3. ``~/.cache/detectron2_cascades/shapes`` (``$DETECTRON2_DATASETS`` is often a read-only share).
-Each split is written into a temporary folder and renamed into place, so an interrupted generation
-never leaves a half-written split and concurrent processes (DDP ranks) cannot corrupt each other.
+  2. ``cascades_shapes`` in the datasets root (``$DETECTRON2_DATASETS``, else ``./datasets``) when it
+     already exists or the datasets root is writable, by its permissions (datasets live together,
+     detectron2's convention);
+  3. ``~/.cache/detectron2_cascades/shapes`` (the datasets root is often a read-only share).
+Each split is written atomically (:func:`cascades.data.storage.publish_folder`).
+
+Stand-ins (:func:`stand_in`): the same images labelled for a model of another number of classes, so that
+any config can run a short check (cascades.engine.smoke) on a machine without its dataset.
 """
 
 import json
 import os
-import shutil
-import stat
-import tempfile
 
 import cv2
 import numpy as np
-import pycocotools.mask as mask_util
 
 from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
 from detectron2.data.datasets import load_coco_json
 
+from .coco_format import rle_annotation
+from .storage import cache_root, datasets_root, publish_folder, write_json, writable
+
 # get_detection_dataset_dicts is re-exported so that a config can name
 # "cascades.data.default_shapes.get_detection_dataset_dicts" as its dataset loader: importing this
 # module to find it registers the shapes splits (cascades.engine.smoke does so for any config).
-__all__ = ["CLASS_NAMES", "SPLITS", "default_shapes_root", "generate_split", "get_detection_dataset_dicts",
-           "register_default_shapes"]
+__all__ = ["CLASS_NAMES", "SPLITS", "STAND_IN_CLASS_COUNTS", "default_shapes_root", "generate_split",
+           "get_detection_dataset_dicts", "register_default_shapes", "stand_in"]
 
 CLASS_NAMES = ("circle", "triangle", "square", "star", "cross")
 # Bump when the generator changes so that stale caches are not reused.
@@ -44,23 +46,19 @@ SPLITS = {
 }
 _MIN_VISIBLE_FRACTION = 0.5
 _MIN_VISIBLE_AREA = 80
-
-
-def _writable(folder):
-    # The mode bits too: root may write anywhere, but a share marked read-only should stay untouched.
-    return (os.path.isdir(folder) and os.access(folder, os.W_OK)
-            and bool(os.stat(folder).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)))
+# The class counts of the datasets the configs name: balloon, VOC, COCO (the shapes' own 5 need none).
+STAND_IN_CLASS_COUNTS = (1, 20, 80)
 
 
 def default_shapes_root():
     """The cache folder of the generated dataset (see the module docstring for the order)."""
     if os.environ.get("CASCADES_SHAPES_ROOT"):
         return os.environ["CASCADES_SHAPES_ROOT"]
-    datasets = os.environ.get("DETECTRON2_DATASETS", "datasets")
+    datasets = datasets_root()
     shared = os.path.join(datasets, "cascades_shapes")
-    if os.path.isdir(shared) or _writable(datasets):
+    if os.path.isdir(shared) or writable(datasets):
         return shared
-    return os.path.join(os.path.expanduser("~"), ".cache", "detectron2_cascades", "shapes")
+    return os.path.join(cache_root(), "shapes")
 
 
 def _split_dir(root, name):
@@ -144,24 +142,15 @@ def _render(rng):
 
 
 def _write_split(out_dir, seed, num_images):
-    os.makedirs(os.path.join(out_dir, "images"))
+    os.mkdir(os.path.join(out_dir, "images"))
     images, annotations = [], []
     for image_id in range(num_images):
         image, instances = _render(np.random.default_rng([seed, image_id]))
         file_name = f"{image_id:06d}.png"
         cv2.imwrite(os.path.join(out_dir, "images", file_name), image)
         images.append({"id": image_id, "file_name": file_name, "height": IMAGE_SIZE, "width": IMAGE_SIZE})
-        for label, mask in instances:
-            rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": label + 1,
-                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
-                "area": float(mask_util.area(rle)),
-                "bbox": [float(v) for v in mask_util.toBbox(rle)],
-                "iscrowd": 0,
-            })
+        annotations += [rle_annotation(len(annotations) + k + 1, image_id, label + 1, mask)
+                        for k, (label, mask) in enumerate(instances)]
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(CLASS_NAMES)]
     with open(os.path.join(out_dir, "annotations.json"), "w") as f:
         json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
@@ -172,39 +161,65 @@ def generate_split(name, root=None):
     if name not in SPLITS:
         raise KeyError(f"Unknown default-shapes split {name!r}; expected one of {sorted(SPLITS)}")
     final = _split_dir(root or default_shapes_root(), name)
-    if os.path.isfile(os.path.join(final, "annotations.json")):
-        return final
-    os.makedirs(os.path.dirname(final), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=os.path.dirname(final))
-    try:
-        _write_split(os.path.join(tmp, "split"), *SPLITS[name])
-        try:
-            os.rename(os.path.join(tmp, "split"), final)
-        except OSError:
-            # Another process renamed its identical copy into place first.
-            if not os.path.isfile(os.path.join(final, "annotations.json")):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not os.path.isfile(os.path.join(final, "annotations.json")):
+        with publish_folder(final) as staged:
+            _write_split(staged, *SPLITS[name])
     return final
 
 
-def register_default_shapes(root=None):
-    """Registers every split; images are generated on the first load, not at registration."""
-    root = root or default_shapes_root()
-    for name in SPLITS:
-        split_dir = _split_dir(root, name)
+def _stand_in_classes(num_classes):
+    """With fewer classes than shapes, class k holds the shapes k, k + num_classes, ...; with more, the
+    classes after the shapes' are declared but have no instance."""
+    if num_classes < len(CLASS_NAMES):
+        return ["+".join(CLASS_NAMES[k::num_classes]) for k in range(num_classes)]
+    return list(CLASS_NAMES) + [f"unused_{k}" for k in range(len(CLASS_NAMES), num_classes)]
+
+
+def _relabel(data, num_classes):
+    classes = _stand_in_classes(num_classes)
+    annotations = [{**a, "category_id": (a["category_id"] - 1) % num_classes + 1} for a in data["annotations"]]
+    return {**data, "annotations": annotations,
+            "categories": [{"id": k + 1, "name": name} for k, name in enumerate(classes)]}
+
+
+def stand_in(split, num_classes):
+    """The name of a registered dataset of the images of ``split`` (a name of SPLITS) labelled for a model
+    of ``num_classes`` classes: ``split`` itself for 5, a stand-in for one of STAND_IN_CLASS_COUNTS."""
+    name = split if num_classes == len(CLASS_NAMES) else f"{split}_as_{num_classes}_classes"
+    if split not in SPLITS or name not in DatasetCatalog:
+        raise ValueError(f"No stand-in of {split!r} for {num_classes} classes; there are stand-ins of "
+                         f"{sorted(SPLITS)} for {sorted({len(CLASS_NAMES), *STAND_IN_CLASS_COUNTS})} classes")
+    return name
+
+
+def _register(name, split, root, num_classes):
+    split_dir = _split_dir(root, split)
+    image_root = os.path.join(split_dir, "images")
+    if num_classes == len(CLASS_NAMES):
         json_file = os.path.join(split_dir, "annotations.json")
-        image_root = os.path.join(split_dir, "images")
+    else:
+        json_file = os.path.join(split_dir, f"annotations_as_{num_classes}_classes.json")
 
-        def load(name=name, json_file=json_file, image_root=image_root):
-            generate_split(name, root)
-            return load_coco_json(json_file, image_root, name)
+    def load():
+        generate_split(split, root)
+        if not os.path.isfile(json_file):
+            with open(os.path.join(split_dir, "annotations.json")) as f:
+                write_json(json_file, _relabel(json.load(f), num_classes))
+        return load_coco_json(json_file, image_root, name)
 
-        DatasetCatalog.register(name, load)
-        # generated: the files appear on the first load (checked by cascades.engine.config.check_datasets).
-        MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco",
-                                      thing_classes=list(CLASS_NAMES), generated=True)
+    DatasetCatalog.register(name, load)
+    # generated: the files appear on the first load (checked by cascades.engine.config.check_datasets).
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco",
+                                  thing_classes=_stand_in_classes(num_classes), generated=True)
+
+
+def register_default_shapes(root=None):
+    """Registers every split and its stand-ins; images are generated on the first load, not at registration."""
+    root = root or default_shapes_root()
+    for split in SPLITS:
+        _register(split, split, root, len(CLASS_NAMES))
+        for num_classes in STAND_IN_CLASS_COUNTS:
+            _register(f"{split}_as_{num_classes}_classes", split, root, num_classes)
 
 
 if not any(name in DatasetCatalog for name in SPLITS):

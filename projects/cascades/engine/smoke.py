@@ -7,15 +7,13 @@ import sys
 
 from omegaconf import OmegaConf
 
-import cascades.data.default_shapes  # noqa: F401  registers the shapes, the first stand-in below
+from cascades.data.default_shapes import CLASS_NAMES, stand_in  # registers the shapes and their stand-ins
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 __all__ = ["smoke_overrides"]
 
-# Stand-ins for datasets that are not here, fewest classes first: the generated shapes (always
-# available) and coco128-seg (COCO's 80 class ids; registered by cascades.data when present).
-FALLBACKS = [(5, {"train": "cascades_shapes_train", "test": "cascades_shapes_val"}),
-             (80, {"train": "coco128_seg_train", "test": "coco128_seg_train"})]
+# Datasets that are not here are replaced by the generated shapes (always available) of the same role.
+STAND_IN_SPLITS = {"train": "cascades_shapes_train", "test": "cascades_shapes_val"}
 
 
 def _available(name):
@@ -25,15 +23,12 @@ def _available(name):
     return meta.get("generated") or all(os.path.exists(meta[k]) for k in ("json_file", "image_root") if k in meta)
 
 
-def _fallback(cfg, split):
-    """Training needs no more classes than the model has (the loss indexes them); evaluation at
-    least as many (the evaluator refuses predicted classes the dataset does not have)."""
-    num_classes = OmegaConf.select(cfg, "model.roi_heads.num_classes", default=None)
-    for classes, names in FALLBACKS if split == "train" else FALLBACKS[::-1]:
-        fits = num_classes is None or (classes <= num_classes if split == "train" else classes >= num_classes)
-        if fits and _available(names[split]):
-            return names[split]
-    raise ValueError(f"No local stand-in for the {split} dataset of a model with {num_classes} classes")
+def _stand_in(cfg, split):
+    """The shapes labelled with the model's number of classes: training needs no more classes than the
+    model has (the loss indexes them), evaluation no fewer (the evaluator refuses predicted classes the
+    dataset does not have)."""
+    num_classes = OmegaConf.select(cfg, "model.roi_heads.num_classes", default=len(CLASS_NAMES))
+    return stand_in(STAND_IN_SPLITS[split], num_classes)
 
 
 def _resize_overrides(cfg, mapper_key, size):
@@ -79,8 +74,8 @@ def _norm_overrides(cfg):
 def smoke_overrides(cfg, output_dir, max_iter=2, size=128):
     """``key=value`` overrides for ``cfg`` (a loaded LazyConfig): ``max_iter`` iterations at short side
     ``size`` on the CPU from random weights, few proposals and RoIs, no data-loading workers, writing to
-    ``output_dir``; datasets that are not available here are replaced by a local stand-in (FALLBACKS), and
-    FrozenBN by GroupNorm (see _norm_overrides)."""
+    ``output_dir``; datasets that are not available here are replaced by the generated shapes labelled for
+    the model's classes (see _stand_in), and FrozenBN by GroupNorm (see _norm_overrides)."""
     overrides = [f"train.max_iter={max_iter}", f"train.output_dir={output_dir}", "train.device=cpu", "train.log_period=1",
                  "train.init_checkpoint=", "train.eval_period=0", "train.amp.enabled=False",
                  f"train.checkpointer.period={max_iter}", "dataloader.train.total_batch_size=2"]
@@ -92,17 +87,15 @@ def smoke_overrides(cfg, output_dir, max_iter=2, size=128):
         names = cfg.dataloader[split].dataset.names
         if all(_available(n) for n in ([names] if isinstance(names, str) else names)):
             continue
-        fallback = _fallback(cfg, split)
-        overrides.append(f"dataloader.{split}.dataset.names={fallback}")
-        if fallback.startswith("cascades_shapes"):
-            # The loader is named through the shapes module so that a fresh process (e.g. detectron2's
-            # own trainer) imports it, which registers the shapes.
-            overrides.append(f"dataloader.{split}.dataset._target_=cascades.data.default_shapes.get_detection_dataset_dicts")
-            mapper = cfg.dataloader[split].get("mapper")
-            if split == "train" and mapper is not None:
-                # The shapes' masks are RLE (occluded shapes can have holes), not polygons.
-                prefix = "" if "instance_mask_format" in mapper else "+"
-                overrides.append(f"{prefix}dataloader.train.mapper.instance_mask_format=bitmask")
+        overrides.append(f"dataloader.{split}.dataset.names={_stand_in(cfg, split)}")
+        # The loader is named through the shapes module so that a fresh process (e.g. detectron2's own
+        # trainer) imports it, which registers the shapes and their stand-ins.
+        overrides.append(f"dataloader.{split}.dataset._target_=cascades.data.default_shapes.get_detection_dataset_dicts")
+        mapper = cfg.dataloader[split].get("mapper")
+        if split == "train" and mapper is not None:
+            # The shapes' masks are RLE (occluded shapes can have holes), not polygons.
+            prefix = "" if "instance_mask_format" in mapper else "+"
+            overrides.append(f"{prefix}dataloader.train.mapper.instance_mask_format=bitmask")
     overrides += _norm_overrides(cfg)
     rpn = OmegaConf.select(cfg, "model.proposal_generator", default=None)
     if rpn is not None and "post_nms_topk" in rpn:
