@@ -9,7 +9,8 @@ PKG_STAMP := $(VENV)/.cascades-installed
 SITE_CMD = $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"
 # torch's extension builder needs the toolkit folder that holds lib64/libcudart.so, not nvcc's wrapper.
 export CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(wildcard /usr/local/cuda-*))
-export DETECTRON2_DATASETS ?= $(abspath ../shared/datasets)
+# detectron2's convention: datasets are found under $DETECTRON2_DATASETS, by default ./datasets.
+export DETECTRON2_DATASETS ?= $(abspath datasets)
 
 .PHONY: setup test test-all test-asan bench mutation clean
 
@@ -114,3 +115,10 @@ mmcv-wheel:
 # The parity suite against mmdetection (tests/parity skip with one line without the reference venv).
 parity: setup reference
 	$(BIN)/python -m pytest -q tests/parity
+
+# Fetches balloon and coco128-seg into $(DETECTRON2_DATASETS) and converts them to COCO json (see
+# docs/DATASETS.md); datasets already there are skipped. The warning filter hides a deprecation notice
+# that importing detectron2 prints.
+.PHONY: datasets
+datasets: setup
+	$(BIN)/python -W ignore::FutureWarning -m cascades.data.prepare
