@@ -1,82 +1,22 @@
 """MNC: stage shapes, losses, gradient paths (end to end vs detached), shared stages, bad input."""
 import copy
-import os
 
 import numpy as np
 import pytest
 import torch
 
 import detectron2.data.transforms as T
-from detectron2.config import LazyConfig, get_cfg, instantiate
+from detectron2.config import get_cfg, instantiate
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import build_resnet_backbone
-from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from cascades.layers import RoIWarpPooler
 from cascades.modeling.mnc import MNC, MNCROIHeads
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-STAGE_LOSSES = ["loss_mask_stage{}", "loss_cls_stage{}", "loss_cls_box_level_stage{}", "loss_box_reg_stage{}"]
-SIZE = 128
-
-
-def tiny_fpn_config(num_classes=2, **roi_heads):
-    """The Balloon small config shrunk further: FPN 32 channels, fc 64, few proposals."""
-    cfg = LazyConfig.load(os.path.join(REPO, "configs/Balloon/mnc_R_18_FPN_small.py"))
-    model = cfg.model
-    model.backbone.out_channels = 32
-    model.proposal_generator.head.in_channels = 32
-    model.proposal_generator.pre_nms_topk = (200, 200)
-    model.proposal_generator.post_nms_topk = (40, 40)
-    model.roi_heads.mask_head.input_shape.channels = 32
-    model.roi_heads.box_head.input_shape.channels = 32
-    model.roi_heads.box_head.fc_dims = [64, 64]
-    model.roi_heads.box_predictor.input_shape.channels = 128
-    model.roi_heads.mask_head.fc_dim = 64
-    model.roi_heads.batch_size_per_image = 32
-    model.roi_heads.num_classes = num_classes
-    model.roi_heads.update(roi_heads)
-    return model
-
-
-def build(num_classes=2, seed=0, **roi_heads):
-    torch.manual_seed(seed)
-    return instantiate(tiny_fpn_config(num_classes, **roi_heads))
-
-
-def make_target(boxes, classes, size=SIZE):
-    """GT instances whose masks are the left halves of their (clipped, rounded) boxes."""
-    boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-    masks = torch.zeros(len(boxes), size, size, dtype=torch.bool)
-    for k, (x0, y0, x1, y1) in enumerate(boxes.clamp(0, size).round().long().tolist()):
-        masks[k, y0:y1, x0 : (x0 + x1 + 1) // 2] = True
-    t = Instances((size, size))
-    t.gt_boxes = Boxes(boxes)
-    t.gt_classes = torch.tensor(classes, dtype=torch.int64)
-    t.gt_masks = BitMasks(masks)
-    return t
-
-
-def make_batch(targets, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [
-        {"image": (torch.rand(3, SIZE, SIZE, generator=g) * 255), "instances": t, "height": SIZE, "width": SIZE}
-        for t in targets
-    ]
-
-
-def default_batch():
-    return make_batch([make_target([[10, 20, 70, 90], [60, 50, 120, 110]], [0, 1]),
-                       make_target([[30, 30, 100, 80]], [1])])
-
-
-def train_losses(model, batch):
-    model.train()
-    with EventStorage():
-        return model(batch)
+from mnc_helpers import SIZE, STAGE_LOSSES, build, default_batch, make_batch, make_target, tiny_fpn_config, train_losses
 
 
 def test_loss_names_and_finiteness_5_and_3_stages():
@@ -110,7 +50,7 @@ def test_per_stage_output_shapes():
         assert [len(p) for p in nxt] == [5, 7]
         results = heads._forward_test(features, proposals)
     for r in results:
-        assert len(r) <= 100 and r.vote_masks.shape == (len(r), 28, 28) and r.pred_classes.max() < 3
+        assert len(r) <= 100 and r.pred_voted_masks.masks.shape == (len(r), 28, 28) and r.pred_classes.max() < 3
 
 
 def test_inference_outputs_detectron2_instances():
@@ -165,7 +105,7 @@ def test_box_grad_scale_scales_only_the_box_coordinate_gradient():
     assert rpn_1.abs().sum() > 0
     torch.testing.assert_close(rpn_q, 0.25 * rpn_1, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(head_q, head_1)
-    with pytest.raises(ValueError, match="box_grad_scale must be >= 0"):
+    with pytest.raises(ValueError, match="box_grad_scale must be a finite number >= 0"):
         build(box_grad_scale=-1.0)
 
 

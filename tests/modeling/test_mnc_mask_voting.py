@@ -13,7 +13,8 @@ def _vote(boxes, scores, classes, masks, **kwargs):
     boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
     scores, classes = torch.tensor(scores, dtype=torch.float32), torch.tensor(classes, dtype=torch.int64)
     ids = torch.arange(len(boxes))
-    return nms_and_mask_voting(boxes, scores, classes, ids, masks, boxes, **{"resolution": 2, **kwargs})
+    keep, voted = nms_and_mask_voting(boxes, scores, classes, ids, masks, boxes, **{"resolution": 2, **kwargs})
+    return keep, voted.masks, voted.frames.tensor
 
 
 def test_same_box_votes_are_score_weighted():
@@ -93,7 +94,8 @@ def test_vectorized_matches_a_loop_over_instances():
     scores = torch.rand(n, generator=g)
     classes = torch.randint(0, 3, (n,), generator=g)
     masks = torch.rand(n, 7, 7, generator=g)
-    keep, voted, _ = nms_and_mask_voting(boxes, scores, classes, torch.arange(n), masks, boxes, 0.3, 0.5, -1, 9)
+    keep, voted = nms_and_mask_voting(boxes, scores, classes, torch.arange(n), masks, boxes, 0.3, 0.5, -1, 9)
+    voted = voted.masks
     ref_keep, ref_voted = _loop_reference(boxes, scores, classes, masks, 0.3, 0.5, 9)
     assert torch.equal(keep, ref_keep)
     torch.testing.assert_close(voted, ref_voted, rtol=1e-4, atol=1e-5)

@@ -11,7 +11,7 @@ from detectron2.utils.events import EventStorage
 
 from cascades.modeling.mnc import MNC, VGG16, add_mnc_config
 from detectron2.modeling import build_model
-from test_mnc import make_batch, make_target  # the MNC tests' synthetic batch
+from mnc_helpers import make_batch, make_target
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -3,6 +3,9 @@
 # (train and test). Stages 2-5: RoI warp 28x28 -> 2x2 max -> 14x14 -> fc 256 -> fc 28*28 masks;
 # 7x7 masked + unmasked pathways -> (N+1)-way softmax and class-wise regression; 5-stage, end to end.
 # Inference: 300 + 300 instances, per-class NMS 0.3, mask voting at IoU 0.5, binarized at 0.4.
+# Where the paper is silent, the authors' released training (daijifeng001/MNC): box-coordinate
+# gradients clipped at 1/512 per delta, smooth L1 (sigma 1 heads, 3 RPN), its RoI sampling, 16-px
+# minimum proposals, and its NMS + voting. docs/FIDELITY.md lists every choice and how to change it.
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.model_zoo import get_config
@@ -21,12 +24,18 @@ model.mask_threshold = 0.4
 model.proposal_generator._target_ = MNCRPN
 model.proposal_generator.post_nms_topk = (300, 300)
 model.proposal_generator.nms_thresh = 0.7
+model.proposal_generator.min_box_size = 16  # RPN_MIN_SIZE (the released code: 16 px of the original image)
+model.proposal_generator.smooth_l1_beta = 1.0 / 9  # Fast R-CNN's smooth L1 with sigma 3 (beta = 1 / sigma^2)
+model.proposal_generator.box_grad_clip = 1.0 / 512  # the released proposal layer's backward (use_clip, clip_base)
 
 model.roi_heads = L(MNCROIHeads)(
     num_classes=80,
     batch_size_per_image=64,
-    positive_fraction=0.25,
-    proposal_matcher=L(Matcher)(thresholds=[0.5], labels=[0, 1], allow_low_quality_matches=False),
+    # The released sampler: at most 30% foreground (IoU >= 0.5), background 85% from IoU [0.1, 0.5) and
+    # 15% from [0, 0.1) (the matcher's labels 0 and -1), GT boxes appended to stages 4/5's RoIs too.
+    sampling="released",
+    positive_fraction=0.3,
+    proposal_matcher=L(Matcher)(thresholds=[0.1, 0.5], labels=[-1, 0, 1], allow_low_quality_matches=False),
     in_features=["p2", "p3", "p4", "p5"],
     pooler=L(RoIWarpPooler)(output_size=28, scales=(1.0 / 4, 1.0 / 8, 1.0 / 16, 1.0 / 32), pool_size=2),
     mask_head=L(MNCMaskHead)(input_shape=ShapeSpec(channels=256, height=14, width=14), fc_dim=256, mask_size=28),
@@ -41,13 +50,19 @@ model.roi_heads = L(MNCROIHeads)(
         test_score_thresh=0.0,
         test_nms_thresh=0.3,
         test_topk_per_image=100,
+        smooth_l1_beta=1.0,  # Fast R-CNN's smooth L1, sigma 1
     ),
     box_feature_pool=2,
     num_stages=5,
     test_num_stages=5,
     end_to_end=True,
-    box_grad_scale=1.0,  # the paper's Eq. 9; see MNCROIHeads for training from scratch
-    mask_loss_weight=1.0,
+    box_grad_scale=1.0,  # the paper's Eq. 9
+    box_grad_clip=1.0 / 512,  # the released stage bridge's backward
+    mask_loss_weight=1.0,  # the paper's (the released code: 2)
+    mask_threshold="${..mask_threshold}",
+    # NMS on the boxes the masks were predicted in, voters binarized at 0.4, mask-tight output boxes;
+    # "paper": NMS on the class-regressed boxes, soft masks averaged.
+    vote_mode="released",
 )
 
 

@@ -5,37 +5,55 @@ import torch
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
-from detectron2.layers import paste_masks_in_image
 from detectron2.modeling import META_ARCH_REGISTRY, PROPOSAL_GENERATOR_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.modeling.proposal_generator import RPN
 from detectron2.modeling.proposal_generator.proposal_utils import find_top_rpn_proposals
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import BitMasks, Boxes, Instances
 
+from .mnc_box_gradient import boxes_inside_image, clip_delta_gradient, delta_gradient_threshold
 from .mnc_heads import MNCBoxHead, MNCMaskHead
-from .mnc_mask_voting import nms_and_mask_voting
-from .mnc_roi_heads import MNCROIHeads
+from .mnc_mask_voting import VotedMasks, nms_and_mask_voting
+from .mnc_roi_heads import MNCROIHeads, check_box_gradient_option
 from .mnc_vgg import VGG16
 
-__all__ = ["MNC", "MNCBoxHead", "MNCMaskHead", "MNCROIHeads", "MNCRPN", "VGG16", "add_mnc_config", "nms_and_mask_voting"]
+__all__ = [
+    "MNC",
+    "MNCBoxHead",
+    "MNCMaskHead",
+    "MNCROIHeads",
+    "MNCRPN",
+    "VGG16",
+    "VotedMasks",
+    "add_mnc_config",
+    "nms_and_mask_voting",
+]
 
 
 def add_mnc_config(cfg):
     """yacs keys behind the MNC modules' ``from_config`` (our own configs are LazyConfig files).
     Use with META_ARCHITECTURE "MNC", PROPOSAL_GENERATOR.NAME "MNCRPN", ROI_HEADS.NAME "MNCROIHeads".
     Also sets detectron2's shared keys to the paper's values: 300 proposals (train and test), 64 RoIs
-    per image, per-class NMS at 0.3, two fc 4096 per stage-3 pathway."""
+    per image, per-class NMS at 0.3, two fc 4096 per stage-3 pathway; and where the paper is silent, to
+    the released code's: Fast R-CNN's smooth L1 (beta 1 in the ROI heads, 1/9 in the RPN). The MNC keys'
+    defaults are the paper's (no box-gradient clip, detectron2's sampling, paper voting); see
+    configs/common/models/mnc.py for the released training set-up."""
     cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 300
     cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 300
+    cfg.MODEL.RPN.SMOOTH_L1_BETA = 1.0 / 9
     cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 64
     cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.3
     cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 2
     cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 4096
+    cfg.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA = 1.0
     cfg.MODEL.MNC = CN()
     cfg.MODEL.MNC.NUM_STAGES = 5
     cfg.MODEL.MNC.TEST_NUM_STAGES = 5
     cfg.MODEL.MNC.END_TO_END = True
     cfg.MODEL.MNC.BOX_GRAD_SCALE = 1.0
+    cfg.MODEL.MNC.BOX_GRAD_CLIP = None  # the released code: 1.0 / 512 (MNCRPN and MNCROIHeads)
+    cfg.MODEL.MNC.SAMPLING = "detectron2"  # or "released"
+    cfg.MODEL.MNC.VOTE_MODE = "paper"  # or "released"
     cfg.MODEL.MNC.WARP_SIZE = 28
     cfg.MODEL.MNC.WARP_POOL_SIZE = 2
     cfg.MODEL.MNC.BOX_FEATURE_POOL = 2
@@ -56,7 +74,45 @@ class MNCRPN(RPN):
     decodes them under ``no_grad`` ("proposals are treated as fixed"), MNC back-propagates the later
     stages' losses into them (Eq. 9). NMS and top-k only select boxes, as in the paper."""
 
+    @configurable
+    def __init__(self, *, box_grad_clip: Optional[float] = None, **kwargs):
+        """
+        Args:
+            box_grad_clip: the released code's proposal-layer backward (None: the paper's full
+                gradient): the gradient that the proposals pass into the anchor deltas is clipped to
+                +-``box_grad_clip`` (1/512 there) per delta, after the width/height scaling, and is 0
+                for a proposal that the image border cuts or whose anchor crosses it. The RPN's own
+                regression loss reaches the deltas unclipped. See :mod:`cascades.modeling.mnc_box_gradient`.
+            kwargs: detectron2's RPN arguments.
+        """
+        super().__init__(**kwargs)
+        check_box_gradient_option("MNCRPN", "box_grad_clip", box_grad_clip, allow_none=True)
+        self.box_grad_clip = box_grad_clip
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret["box_grad_clip"] = cfg.MODEL.MNC.BOX_GRAD_CLIP
+        return ret
+
+    def _released_box_gradient(self, anchors: List[Boxes], pred_anchor_deltas: List[torch.Tensor], image_sizes):
+        """The anchor deltas with the released proposal layer's backward (see ``box_grad_clip``)."""
+        threshold = delta_gradient_threshold(
+            self.box_grad_clip, len(image_sizes), self.box2box_transform.weights, pred_anchor_deltas[0].device
+        )
+        with torch.no_grad():
+            proposals = self._decode_proposals(anchors, pred_anchor_deltas)
+        out = []
+        for anchors_i, deltas_i, proposals_i in zip(anchors, pred_anchor_deltas, proposals):
+            keep = torch.stack(
+                [boxes_inside_image(anchors_i.tensor, s) & boxes_inside_image(p, s) for p, s in zip(proposals_i, image_sizes)]
+            )
+            out.append(clip_delta_gradient(deltas_i, keep, threshold))
+        return out
+
     def predict_proposals(self, anchors, pred_objectness_logits, pred_anchor_deltas, image_sizes):
+        if self.training and self.box_grad_clip is not None:
+            pred_anchor_deltas = self._released_box_gradient(anchors, pred_anchor_deltas, image_sizes)
         pred_proposals = self._decode_proposals(anchors, pred_anchor_deltas)
         return find_top_rpn_proposals(
             pred_proposals,
@@ -75,9 +131,11 @@ class MNC(GeneralizedRCNN):
     """
     Multi-task Network Cascade: backbone, stage-1 RPN (:class:`MNCRPN`) and :class:`MNCROIHeads`
     (stages 2-5). Training is GeneralizedRCNN's. At inference the heads return voted soft masks in
-    their own frames (``vote_masks`` in ``vote_boxes``); this pastes them into the output image and
-    binarizes them at ``mask_threshold`` (0.4 in the released code), giving ``pred_masks`` (N x H x W
-    bool) as detectron2's models do.
+    their own frames (``Instances.pred_voted_masks``, a :class:`VotedMasks`); with ``do_postprocess``
+    (the default) this pastes them into the output image and binarizes them at ``mask_threshold`` (0.4
+    in the released code), giving ``pred_masks`` (N x H x W bool) as detectron2's models do. With the
+    heads' ``vote_mode="released"``, ``pred_boxes`` then become the tight boxes of those masks (the
+    paper's "mask-tight boxes"; an empty mask gives an empty box).
     """
 
     @configurable
@@ -119,15 +177,11 @@ class MNC(GeneralizedRCNN):
             height, width = inputs.get("height", result.image_size[0]), inputs.get("width", result.image_size[1])
             r = detector_postprocess(result, height, width)
             # detector_postprocess rescaled pred_boxes only; the mask frames follow the same scale.
-            scale = torch.tensor(
-                [width / result.image_size[1], height / result.image_size[0]] * 2, device=r.vote_boxes.tensor.device
-            )
-            frames = Boxes(r.vote_boxes.tensor * scale)
-            # bool, as detectron2 returns for non-empty images (its paste gives uint8 when empty).
-            r.pred_masks = paste_masks_in_image(
-                r.vote_masks, frames, (height, width), threshold=self.mask_threshold
-            ).bool()
-            r.remove("vote_masks")
-            r.remove("vote_boxes")
+            voted = r.pred_voted_masks
+            voted.scale(width / result.image_size[1], height / result.image_size[0])
+            r.remove("pred_voted_masks")
+            r.pred_masks = voted.to_bitmasks(height, width, self.mask_threshold).tensor
+            if self.roi_heads.vote_mode == "released":
+                r.pred_boxes = BitMasks(r.pred_masks).get_bounding_boxes()
             processed.append({"instances": r})
         return processed

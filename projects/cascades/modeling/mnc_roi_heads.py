@@ -7,8 +7,8 @@ follow detectron2's cascade and count the (mask, category) *pairs* from 0: ``*_s
 of paper stages 2 and 3, ``*_stage1`` those of paper stages 4 and 5:
 
 - ``loss_mask_stage{k}``: per-pixel sigmoid cross-entropy of the mask (box IoU >= 0.5 positives);
-- ``loss_cls_stage{k}``: the mask-level (N+1)-way classifier, positives by box AND mask IoU >= 0.5;
-  the only classifier used at inference;
+- ``loss_cls_stage{k}``: the mask-level (N+1)-way classifier, positives by box AND mask IoU >= 0.5
+  (:func:`mask_level_labels`); the only classifier used at inference;
 - ``loss_cls_box_level_stage{k}``: the box-level classifier (positives by box IoU), training only;
 - ``loss_box_reg_stage{k}``: class-wise box regression of the box-level positives.
 
@@ -17,6 +17,7 @@ gradients into the RPN's proposals (with :class:`cascades.modeling.mnc.MNCRPN`) 
 regressed boxes that stages 4 and 5 pool from, and the masking layer passes stage 3's gradients into
 stage 2's masks. ``end_to_end=False`` detaches the boxes (Table 1's ablation); masks still pass.
 """
+import math
 from typing import Dict, List, Optional
 
 import torch
@@ -24,20 +25,41 @@ import torch.nn.functional as F
 from torch import nn
 
 from detectron2.config import configurable
-from detectron2.layers import ShapeSpec, cat, cross_entropy
+from detectron2.layers import ShapeSpec, cat, cross_entropy, nonzero_tuple
+from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, FastRCNNOutputLayers, ROIHeads
 from detectron2.modeling.roi_heads.cascade_rcnn import _ScaleGradient  # identity forward, grad x scale
 from detectron2.modeling.roi_heads.fast_rcnn import _log_classification_stats
-from detectron2.modeling.sampling import subsample_labels
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
 
 from ..layers import RoIWarpPooler
+from .mnc_box_gradient import boxes_inside_image, clip_delta_gradient, delta_gradient_threshold
 from .mnc_heads import MNCBoxHead, MNCMaskHead
 from .mnc_mask_voting import nms_and_mask_voting
 
-__all__ = ["MNCROIHeads"]
+__all__ = ["MNCROIHeads", "check_box_gradient_option", "mask_level_labels", "sample_released"]
+
+SAMPLINGS = ("detectron2", "released")
+VOTE_MODES = ("paper", "released")
+# The released code's background bands (mnc_config.py: BG_THRESH_LO/HI, BG_FRACTION), keyed by the
+# label that the three-band matcher Matcher([0.1, 0.5], [-1, 0, 1]) gives them.
+RELEASED_BACKGROUND_FRACTIONS = {0: 0.85, -1: 0.15}  # IoU [0.1, 0.5): 85%, IoU [0, 0.1): 15%
+
+
+def check_box_gradient_option(owner: str, name: str, value, allow_none: bool = False):
+    """One line naming the argument when a box-gradient clip or scale is not a finite number >= 0."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        expected = "a finite number >= 0" + (" or None" if allow_none else "")
+        raise ValueError(f"{owner}: {name} must be {expected}, got {value!r}")
+
+
+def _check_choice(name: str, value, choices):
+    if value not in choices:
+        raise ValueError(f"MNCROIHeads: {name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
 
 
 def _mask_areas(gt_masks) -> torch.Tensor:
@@ -45,17 +67,76 @@ def _mask_areas(gt_masks) -> torch.Tensor:
     return gt_masks.area().float() if hasattr(gt_masks, "area") else gt_masks.tensor.flatten(1).sum(1).float()
 
 
+def mask_level_labels(
+    box_labels: torch.Tensor,
+    mask_probs: torch.Tensor,
+    mask_targets: torch.Tensor,
+    boxes: torch.Tensor,
+    gt_areas: torch.Tensor,
+    num_classes: int,
+    iou_thresh: float = 0.5,
+    threshold: float = 0.4,
+) -> torch.Tensor:
+    """
+    Labels of MNC's mask-level classifier (Sec. 5, "Positive/negative samples" (iii)): the box-level
+    labels, except that a box-level positive whose predicted mask overlaps its GT instance's mask by
+    mask IoU < ``iou_thresh`` becomes background (``num_classes``).
+
+    Args:
+        box_labels: R box-level labels in [0, num_classes] (num_classes: background).
+        mask_probs, mask_targets: F x m x m predicted masks (probabilities) and the matched GT masks
+            cropped to the boxes (bool), of the F box-level positives in the order of ``box_labels``.
+        boxes: F x 4 boxes the masks live in. gt_areas: F areas of the matched GT masks, whole.
+        threshold: the predicted mask is the pixels >= threshold (0.4, the released code's
+            ``BINARIZE_THRESH``, which its mask layer also uses here).
+
+    The IoU is with the whole GT mask (its part outside the box counts in the union): each of the m x m
+    cells covers 1/m^2 of the box.
+    """
+    fg = nonzero_tuple((box_labels >= 0) & (box_labels < num_classes))[0]
+    m = mask_probs.shape[-1]
+    cell = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (m * m)
+    pred = mask_probs >= threshold
+    inter = (pred & mask_targets).flatten(1).sum(1) * cell
+    union = pred.flatten(1).sum(1) * cell + gt_areas - inter
+    labels = box_labels.clone()
+    labels[fg[inter < iou_thresh * union]] = num_classes
+    return labels
+
+
+def sample_released(matched_labels: torch.Tensor, batch_size: int, positive_fraction: float) -> torch.Tensor:
+    """
+    The released code's RoI sampler (``lib/pylayer/proposal_target_layer.py``, ``mnc_config.py``):
+    round(batch_size * positive_fraction) foreground RoIs at most (matcher label 1), then, of the
+    remaining slots, 85% from the background band IoU [0.1, 0.5) (label 0) and 15% from IoU [0, 0.1)
+    (label -1), each rounded and at most what the band holds: the batch is not filled up from other
+    bands. Returns the sampled indices, foreground first.
+    """
+
+    def pick(label: int, n: int) -> torch.Tensor:
+        idx = nonzero_tuple(matched_labels == label)[0]
+        return idx[torch.randperm(idx.numel(), device=idx.device)[:n]]
+
+    fg = pick(1, round(batch_size * positive_fraction))
+    rest = batch_size - fg.numel()
+    return torch.cat([fg] + [pick(label, round(rest * f)) for label, f in RELEASED_BACKGROUND_FRACTIONS.items()])
+
+
 @ROI_HEADS_REGISTRY.register()
 class MNCROIHeads(ROIHeads):
     """Stages 2-5 of MNC; see the module docstring for the stages, losses and gradient paths.
+
+    Training samples: the first pair's RoIs are detectron2's :meth:`ROIHeads.label_and_sample_proposals`
+    (GT boxes appended, matched, subsampled), run with the graph of the box coordinates kept; the second
+    pair (stages 4 and 5) labels every stage-3 box, without subsampling.
 
     At inference, every (mask, category) pair run contributes its instances (300 + 300 for the
     5-stage cascade): for each class whose score passes ``box_predictor.test_score_thresh``, the
     class-specific regressed box, the score, and the stage-2/4 mask in the box it was predicted in.
     They go through per-class NMS (``box_predictor.test_nms_thresh``, 0.3 in the paper) and mask
-    voting; at most ``box_predictor.test_topk_per_image`` are kept. The voted soft masks are
-    returned as ``vote_masks`` (K x r x r) covering ``vote_boxes``; :class:`MNC` pastes and binarizes
-    them at the output resolution.
+    voting; at most ``box_predictor.test_topk_per_image`` are kept. The voted soft masks are returned
+    as ``Instances.pred_voted_masks`` (:class:`cascades.modeling.mnc_mask_voting.VotedMasks`: K x r x r
+    masks, each in its own frame box); :class:`MNC` pastes and binarizes them at the output resolution.
     """
 
     @configurable
@@ -72,8 +153,12 @@ class MNCROIHeads(ROIHeads):
         test_num_stages: int = 5,
         end_to_end: bool = True,
         box_grad_scale: float = 1.0,
+        box_grad_clip: Optional[float] = None,
+        sampling: str = "detectron2",
         mask_loss_weight: float = 1.0,
         mask_iou_thresh: float = 0.5,
+        mask_threshold: float = 0.4,
+        vote_mode: str = "paper",
         vote_iou_thresh: float = 0.5,
         vote_resolution: Optional[int] = None,
         **kwargs,
@@ -85,7 +170,9 @@ class MNCROIHeads(ROIHeads):
             mask_head: stage 2 (and 4).
             box_head: stage 3's (and 5's) mask and box pathways.
             box_predictor: stage 3's mask-level (N+1)-way classifier and class-wise box regressor; its
-                test_* fields set the inference thresholds.
+                test_* fields set the inference thresholds, its smooth_l1_beta the box loss (1: Fast
+                R-CNN's smooth L1 with sigma 1, as the released code; 0: L1), its loss_weight the
+                weights of ``loss_cls`` (the mask-level classifier) and ``loss_box_reg``.
             box_feature_pool: k x k max pooling of the mask head's RoI feature for the box head (14 -> 7,
                 i.e. the paper's 28 x 28 warp max-pooled to 7 x 7, with one warp for both heads).
             num_stages: 3 or 5, the cascade trained. test_num_stages: 3 or 5, the cascade at inference
@@ -95,8 +182,26 @@ class MNCROIHeads(ROIHeads):
                 (1: the paper's Eq. 9). The gradient of a box coordinate sums over every sampled
                 feature of its RoI; from random initialization at lr 0.01 it outweighs the RPN's own
                 regression loss and drags the proposals off the objects, which a smaller factor avoids.
+            box_grad_clip: the released code's clip of the gradient that stages 4 and 5 pass into stage
+                3's regression deltas through the boxes (1/512 in its train prototxt; None: no clip,
+                the paper): per delta, after the width/height scaling, and 0 for a box that the image
+                border cut; see :mod:`cascades.modeling.mnc_box_gradient` for how the threshold carries
+                over from Caffe's per-image loss normalization. :class:`MNCRPN` has the same option
+                for the proposals.
+            sampling: "detectron2" (subsample_labels: at most ``positive_fraction`` foreground, the rest
+                background below the matcher's IoU; stages 4/5 on stage 3's boxes only) or "released"
+                (:func:`sample_released`: ``positive_fraction`` 0.3, background in IoU bands 85% [0.1,
+                0.5) / 15% [0, 0.1), which needs ``proposal_matcher=Matcher([0.1, 0.5], [-1, 0, 1])``,
+                and GT boxes appended to stages 4/5's RoIs).
             mask_loss_weight: weight of the mask losses (1 in the paper, 2 in the released code).
             mask_iou_thresh: mask IoU at or above which a box-level positive is a mask-level positive.
+            mask_threshold: binarizes predicted masks where the heads need binary ones: the mask IoU of
+                the mask-level labels and, with vote_mode "released", each voter's mask (0.4 in the
+                released code).
+            vote_mode: "paper": per-class NMS on the class-specific regressed boxes, voting averages the
+                voters' soft masks; "released": NMS (and the voters' IoU) on the boxes the masks were
+                predicted in, each voter's mask binarized at ``mask_threshold`` before averaging, and
+                :class:`MNC` replaces the output box by the tight box of the voted mask.
             vote_iou_thresh: box IoU with a kept instance at or above which an instance votes.
             vote_resolution: side of the voted masks (default: the mask head's m).
             kwargs: ROIHeads' arguments (num_classes, batch_size_per_image, positive_fraction,
@@ -104,8 +209,19 @@ class MNCROIHeads(ROIHeads):
         """
         super().__init__(**kwargs)
         for name, value in (("num_stages", num_stages), ("test_num_stages", test_num_stages)):
-            if value not in (3, 5):
-                raise ValueError(f"MNCROIHeads: {name} must be 3 or 5, got {value!r}")
+            _check_choice(name, value, (3, 5))
+        _check_choice("sampling", sampling, SAMPLINGS)
+        _check_choice("vote_mode", vote_mode, VOTE_MODES)
+        check_box_gradient_option("MNCROIHeads", "box_grad_scale", box_grad_scale)
+        check_box_gradient_option("MNCROIHeads", "box_grad_clip", box_grad_clip, allow_none=True)
+        if not 0.0 <= mask_threshold <= 1.0:
+            raise ValueError(f"MNCROIHeads: mask_threshold must be in [0, 1], got {mask_threshold!r}")
+        if sampling == "released" and list(self.proposal_matcher.labels) != [-1, 0, 1]:
+            raise ValueError(
+                "MNCROIHeads: sampling='released' needs proposal_matcher=Matcher([0.1, 0.5], [-1, 0, 1]) (its "
+                f"background bands); got thresholds {self.proposal_matcher.thresholds[1:-1]}, labels "
+                f"{self.proposal_matcher.labels}"
+            )
         if box_predictor.num_classes != self.num_classes:
             raise ValueError(
                 f"MNCROIHeads: box_predictor.num_classes ({box_predictor.num_classes}) must equal "
@@ -125,11 +241,13 @@ class MNCROIHeads(ROIHeads):
         self.num_stages = num_stages
         self.test_num_stages = test_num_stages
         self.end_to_end = end_to_end
-        if not box_grad_scale >= 0:
-            raise ValueError(f"MNCROIHeads: box_grad_scale must be >= 0, got {box_grad_scale!r}")
         self.box_grad_scale = box_grad_scale
+        self.box_grad_clip = box_grad_clip
+        self.sampling = sampling
         self.mask_loss_weight = mask_loss_weight
         self.mask_iou_thresh = mask_iou_thresh
+        self.mask_threshold = mask_threshold
+        self.vote_mode = vote_mode
         self.vote_iou_thresh = vote_iou_thresh
         self.vote_resolution = vote_resolution or mask_head.mask_size
 
@@ -147,6 +265,8 @@ class MNCROIHeads(ROIHeads):
             channels=roi_shape.channels, height=size // mnc.BOX_FEATURE_POOL, width=size // mnc.BOX_FEATURE_POOL
         )
         box_head = MNCBoxHead(cfg, box_shape)
+        if mnc.SAMPLING == "released":
+            ret["proposal_matcher"] = Matcher([0.1, 0.5], [-1, 0, 1], allow_low_quality_matches=False)
         ret.update(
             in_features=in_features,
             pooler=pooler,
@@ -158,8 +278,12 @@ class MNCROIHeads(ROIHeads):
             test_num_stages=mnc.TEST_NUM_STAGES,
             end_to_end=mnc.END_TO_END,
             box_grad_scale=mnc.BOX_GRAD_SCALE,
+            box_grad_clip=mnc.BOX_GRAD_CLIP,
+            sampling=mnc.SAMPLING,
             mask_loss_weight=mnc.MASK_LOSS_WEIGHT,
             mask_iou_thresh=mnc.MASK_IOU_THRESH,
+            mask_threshold=mnc.MASK_THRESHOLD,
+            vote_mode=mnc.VOTE_MODE,
             vote_iou_thresh=mnc.VOTE_IOU_THRESH,
         )
         return ret
@@ -181,89 +305,106 @@ class MNCROIHeads(ROIHeads):
         x = self.pooler(features, boxes)
         mask_logits = self.mask_head(x)
         box_x = F.max_pool2d(x, self.box_feature_pool) if self.box_feature_pool > 1 else x
-        # The masking layer: the mask, averaged down to the RoI resolution, multiplies the feature.
+        # The masking layer (Eq. 3): the mask, averaged down to the RoI resolution, multiplies the feature.
         masks = F.adaptive_avg_pool2d(mask_logits.sigmoid()[:, None], box_x.shape[-2:])[:, 0]
         box_features = self.box_head(box_x, masks)
         scores, deltas = self.box_predictor(box_features)
         return mask_logits, box_features, scores, deltas
 
-    def _regressed_boxes(self, boxes: torch.Tensor, deltas: torch.Tensor, classes: Optional[torch.Tensor], sizes):
-        """Class-wise regressed boxes (R x K x 4), or, with ``classes`` (R), the box of that class
-        only (R x 4), clipped to their images. ``boxes``: all images' RoIs concatenated; ``sizes``:
-        (number of RoIs, image size) per image."""
-        transform = self.box_predictor.box2box_transform
-        num = len(boxes)
-        deltas = deltas.view(num, self.num_classes, 4)
-        if classes is not None:
-            deltas = deltas[torch.arange(num, device=deltas.device), classes][:, None]
-        k = deltas.shape[1]
-        out = transform.apply_deltas(deltas.reshape(num, 4 * k), boxes).view(num, k, 4)
+    def _decode(self, boxes: torch.Tensor, deltas: torch.Tensor, sizes) -> torch.Tensor:
+        """R x k x 4 boxes: ``boxes`` (R x 4, all images' RoIs concatenated) moved by ``deltas`` (R x 4k),
+        clipped to their images; ``sizes``: (number of RoIs, image size) per image."""
+        num, k = len(boxes), deltas.shape[1] // 4
+        out = self.box_predictor.box2box_transform.apply_deltas(deltas, boxes)
         clipped = []
         for b, (_, image_size) in zip(out.split([n for n, _ in sizes]), sizes):
             b = Boxes(b.reshape(-1, 4))
             b.clip(image_size)
-            clipped.append(b.tensor.view(-1, k, 4))
-        out = cat(clipped, dim=0)
-        return out[:, 0] if classes is not None else out
+            clipped.append(b.tensor)
+        return cat(clipped, dim=0).view(num, k, 4)
+
+    def _released_bridge_gradient(self, boxes: torch.Tensor, deltas: torch.Tensor, sizes) -> torch.Tensor:
+        """``deltas`` (R x 4, the chosen class's) with the released stage bridge's backward: clipped at
+        ``box_grad_clip``, 0 where the regressed box leaves its image (see mnc_box_gradient)."""
+        transform = self.box_predictor.box2box_transform
+        with torch.no_grad():
+            moved = transform.apply_deltas(deltas, boxes)
+            keep = cat([boxes_inside_image(b, size) for b, (_, size) in zip(moved.split([n for n, _ in sizes]), sizes)])
+        threshold = delta_gradient_threshold(self.box_grad_clip, len(sizes), transform.weights, deltas.device)
+        return clip_delta_gradient(deltas, keep, threshold)
 
     def _next_proposals(self, proposals: List[Instances], scores, deltas) -> List[Instances]:
-        """Stage 3's boxes, regressed with the highest-scoring category's regressor, as new proposals."""
+        """Stage 3's boxes, regressed with the highest-scoring category's regressor, as new proposals
+        (their objectness_logits: that category's score)."""
         boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
-        top = scores[:, : self.num_classes].argmax(dim=1)
+        top_scores, top = scores[:, : self.num_classes].max(dim=1)
+        chosen = deltas.view(len(boxes), self.num_classes, 4)[torch.arange(len(boxes), device=deltas.device), top]
         sizes = [(len(p), p.image_size) for p in proposals]
-        new = self._regressed_boxes(boxes, deltas, top, sizes).split([len(p) for p in proposals])
-        out = []
-        for p, b in zip(proposals, new):
-            q = Instances(p.image_size)
-            q.proposal_boxes = Boxes(b)
-            out.append(q)
-        return out
+        if self.training and self.box_grad_clip is not None:
+            chosen = self._released_bridge_gradient(boxes, chosen, sizes)
+        counts = [len(p) for p in proposals]
+        new = self._decode(boxes, chosen, sizes)[:, 0].split(counts)
+        return [
+            Instances(p.image_size, proposal_boxes=Boxes(b), objectness_logits=s)
+            for p, b, s in zip(proposals, new, top_scores.split(counts))
+        ]
 
     # ---------------------------------------------------------------------------------------------
     # Training
-    def _label(self, proposals: List[Instances], targets: List[Instances], sample: bool) -> List[Instances]:
-        """Matches proposals to GT by box IoU and, if ``sample``, subsamples them (detectron2's
-        ``label_and_sample_proposals``, without its ``no_grad``: the box tensors keep their graph
-        when end-to-end). Sets ``gt_classes`` (box-level labels, num_classes = background),
-        ``gt_boxes`` and ``gt_index`` (the matched GT's index in its image)."""
-        if sample and self.proposal_append_gt:
-            proposals = add_ground_truth_to_proposals(targets, proposals)
-        out = []
-        for p, t in zip(proposals, targets):
-            boxes = p.proposal_boxes.tensor if self.end_to_end else p.proposal_boxes.tensor.detach()
-            with torch.no_grad():
-                matched_idxs, matched_labels = self.proposal_matcher(
-                    pairwise_iou(t.gt_boxes, Boxes(boxes.detach()))
-                )
-                if len(t) > 0:
-                    classes = t.gt_classes[matched_idxs]
-                    classes[matched_labels == 0] = self.num_classes
-                    classes[matched_labels == -1] = -1
-                else:
-                    classes = torch.full_like(matched_idxs, self.num_classes)
-                if sample:
-                    fg, bg = subsample_labels(classes, self.batch_size_per_image, self.positive_fraction, self.num_classes)
-                    idx = torch.cat([fg, bg])
-                else:
-                    idx = torch.arange(len(classes), device=classes.device)
-            q = Instances(p.image_size)
-            q.proposal_boxes = Boxes(boxes[idx])
-            q.gt_classes = classes[idx]
-            q.gt_index = matched_idxs[idx]
-            # Background rows never read their gt_boxes; without GT they point at the box itself.
-            q.gt_boxes = Boxes(t.gt_boxes.tensor[q.gt_index] if len(t) > 0 else boxes[idx].detach())
-            out.append(q)
-        return out
+    def _training_boxes(self, proposals: List[Instances]) -> List[Instances]:
+        """The proposals, with their box coordinates detached unless end to end."""
+        if self.end_to_end:
+            return proposals
+        return [
+            Instances(p.image_size, proposal_boxes=Boxes(p.proposal_boxes.tensor.detach()), objectness_logits=p.objectness_logits)
+            for p in proposals
+        ]
 
-    def _mask_targets(self, proposals: List[Instances], targets: List[Instances], m: int):
-        """For the foreground rows (in order): GT masks cropped to the boxes and resized to m x m
-        (detectron2's crop_and_resize), and the GT masks' full areas."""
-        crops, areas = [], []
+    def _sample_proposals(self, matched_idxs, matched_labels, gt_classes):
+        """detectron2's sampler, or with ``sampling="released"``, :func:`sample_released` (where every
+        RoI that is not foreground is background, whichever band)."""
+        if self.sampling != "released":
+            return super()._sample_proposals(matched_idxs, matched_labels, gt_classes)
+        labels = self._box_level_labels(matched_idxs, matched_labels, gt_classes)
+        idx = sample_released(matched_labels, self.batch_size_per_image, self.positive_fraction)
+        return idx, labels[idx]
+
+    def _box_level_labels(self, matched_idxs, matched_labels, gt_classes):
+        """The matched GT's class where the matcher says foreground (label 1), else background."""
+        if gt_classes.numel() == 0:
+            return torch.full_like(matched_idxs, self.num_classes)
+        return torch.where(matched_labels == 1, gt_classes[matched_idxs], self.num_classes)
+
+    def _label_and_sample(self, proposals: List[Instances], targets: List[Instances]) -> List[Instances]:
+        """The first pair's RoIs: detectron2's ``label_and_sample_proposals`` without its ``no_grad``,
+        so that the sampled boxes keep their graph when end to end."""
+        return ROIHeads.label_and_sample_proposals.__wrapped__(self, self._training_boxes(proposals), targets)
+
+    def _label_cascaded(self, proposals: List[Instances], targets: List[Instances]) -> List[Instances]:
+        """Stages 4 and 5's RoIs: every stage-3 box (and with ``sampling="released"``, the GT boxes
+        too, as the released stage bridge appends them), matched and labelled, not subsampled; the
+        matched GT's ``gt_*`` fields copied as detectron2's sampler does."""
+        proposals = self._training_boxes(proposals)
+        if self.sampling == "released":
+            proposals = add_ground_truth_to_proposals(targets, proposals)
         for p, t in zip(proposals, targets):
+            matched_idxs, matched_labels = self.proposal_matcher(pairwise_iou(t.gt_boxes, Boxes(p.proposal_boxes.tensor.detach())))
+            p.gt_classes = self._box_level_labels(matched_idxs, matched_labels, t.gt_classes)
+            if len(t) > 0:
+                for name, value in t.get_fields().items():
+                    if name.startswith("gt_") and not p.has(name):
+                        p.set(name, value[matched_idxs])
+        return proposals
+
+    def _mask_targets(self, proposals: List[Instances], m: int):
+        """For the foreground rows (in order): GT masks cropped to the boxes and resized to m x m
+        (detectron2's crop_and_resize, as its mask R-CNN loss), and the GT masks' whole areas."""
+        crops, areas = [], []
+        for p in proposals:
             fg = (p.gt_classes >= 0) & (p.gt_classes < self.num_classes)
             if not fg.any():
                 continue
-            gt_masks = t.gt_masks[p.gt_index[fg]]
+            gt_masks = p.gt_masks[fg]
             crops.append(gt_masks.crop_and_resize(p.proposal_boxes.tensor[fg].detach(), m))
             areas.append(_mask_areas(gt_masks).to(crops[-1].device))
         if not crops:
@@ -271,45 +412,45 @@ class MNCROIHeads(ROIHeads):
             return torch.zeros((0, m, m), dtype=torch.bool, device=device), torch.zeros(0, device=device)
         return cat(crops, dim=0), cat(areas, dim=0)
 
-    def _pair_losses(self, proposals, targets, mask_logits, box_features, scores, deltas, k: int):
-        gt_classes = cat([p.gt_classes for p in proposals], dim=0)
+    def _mask_loss(self, fg_logits: torch.Tensor, mask_targets: torch.Tensor) -> torch.Tensor:
+        """Mean per-pixel sigmoid cross-entropy over the box-level positives' masks (0 without any)."""
+        if fg_logits.numel() == 0:
+            return fg_logits.sum() * 0
+        return F.binary_cross_entropy_with_logits(fg_logits, mask_targets.to(fg_logits.dtype))
+
+    def _pair_losses(self, proposals, mask_logits, box_features, scores, deltas, k: int):
+        """The four losses of pair ``k`` (see the module docstring), the mask-level classifier's
+        statistics logged under ``stage{k}/``."""
+        box_labels = cat([p.gt_classes for p in proposals], dim=0)
         boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0).detach()
-        gt_boxes = cat([p.gt_boxes.tensor for p in proposals], dim=0)
-        fg = torch.nonzero((gt_classes >= 0) & (gt_classes < self.num_classes)).squeeze(1)
-        m = self.mask_head.mask_size
-        mask_targets, gt_areas = self._mask_targets(proposals, targets, m)
-
+        gt_boxes = cat([(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals], dim=0)
+        fg = nonzero_tuple((box_labels >= 0) & (box_labels < self.num_classes))[0]
+        mask_targets, gt_areas = self._mask_targets(proposals, self.mask_head.mask_size)
         fg_logits = mask_logits[fg]
-        if fg.numel() > 0:
-            loss_mask = F.binary_cross_entropy_with_logits(fg_logits, mask_targets.to(fg_logits.dtype))
-        else:
-            loss_mask = mask_logits.sum() * 0
         with torch.no_grad():
-            # Mask IoU with the whole GT mask: the prediction lives in its box, the GT may not.
-            cell = (boxes[fg, 2] - boxes[fg, 0]) * (boxes[fg, 3] - boxes[fg, 1]) / (m * m)
-            pred = fg_logits > 0
-            inter = (pred & mask_targets).flatten(1).sum(1) * cell
-            union = pred.flatten(1).sum(1) * cell + gt_areas - inter
-            mask_classes = gt_classes.clone()
-            mask_classes[fg[inter < self.mask_iou_thresh * union]] = self.num_classes
-
+            labels = mask_level_labels(
+                box_labels, fg_logits.sigmoid(), mask_targets, boxes[fg], gt_areas, self.num_classes,
+                self.mask_iou_thresh, self.mask_threshold,
+            )
         with get_event_storage().name_scope(f"stage{k}"):
-            _log_classification_stats(scores, mask_classes)
+            _log_classification_stats(scores, labels)
+        weight = self.box_predictor.loss_weight
         return {
-            f"loss_mask_stage{k}": loss_mask * self.mask_loss_weight,
-            f"loss_cls_stage{k}": cross_entropy(scores, mask_classes),
-            f"loss_cls_box_level_stage{k}": cross_entropy(self.box_level_classifier(box_features), gt_classes),
-            f"loss_box_reg_stage{k}": self.box_predictor.box_reg_loss(boxes, gt_boxes, deltas, gt_classes),
+            f"loss_mask_stage{k}": self._mask_loss(fg_logits, mask_targets) * self.mask_loss_weight,
+            f"loss_cls_stage{k}": cross_entropy(scores, labels) * weight.get("loss_cls", 1.0),
+            f"loss_cls_box_level_stage{k}": cross_entropy(self.box_level_classifier(box_features), box_labels),
+            f"loss_box_reg_stage{k}": self.box_predictor.box_reg_loss(boxes, gt_boxes, deltas, box_labels)
+            * weight.get("loss_box_reg", 1.0),
         }
 
     def _forward_train(self, features, proposals, targets):
-        proposals = self._label(proposals, targets, sample=True)
+        proposals = self._label_and_sample(proposals, targets)
         losses = {}
         for k in range(self.num_stages // 2):
             if k > 0:
-                proposals = self._label(self._next_proposals(proposals, scores, deltas), targets, sample=False)
+                proposals = self._label_cascaded(self._next_proposals(proposals, scores, deltas), targets)
             mask_logits, box_features, scores, deltas = self._run_pair(features, proposals)
-            losses.update(self._pair_losses(proposals, targets, mask_logits, box_features, scores, deltas, k))
+            losses.update(self._pair_losses(proposals, mask_logits, box_features, scores, deltas, k))
         return losses
 
     # ---------------------------------------------------------------------------------------------
@@ -322,7 +463,7 @@ class MNCROIHeads(ROIHeads):
                 proposals = self._next_proposals(proposals, scores, deltas)
             mask_logits, _, scores, deltas = self._run_pair(features, proposals)
             boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
-            class_boxes = self._regressed_boxes(boxes, deltas, None, sizes)
+            class_boxes = self._decode(boxes, deltas, sizes)
             probs = F.softmax(scores, dim=1)[:, : self.num_classes]
             per_pair.append([t.split([n for n, _ in sizes]) for t in (class_boxes, probs, mask_logits.sigmoid(), boxes)])
         results = []
@@ -335,18 +476,16 @@ class MNCROIHeads(ROIHeads):
         """One image's detections from its candidates (R rows: K class boxes, K scores, one mask)."""
         predictor = self.box_predictor
         rows, classes = torch.nonzero(probs > predictor.test_score_thresh, as_tuple=True)
-        boxes, scores = class_boxes[rows, classes], probs[rows, classes]
-        keep, voted, frames = nms_and_mask_voting(
+        boxes = mask_boxes[rows] if self.vote_mode == "released" else class_boxes[rows, classes]
+        scores = probs[rows, classes]
+        keep, voted = nms_and_mask_voting(
             boxes, scores, classes, rows, masks, mask_boxes,
             nms_thresh=predictor.test_nms_thresh,
             vote_iou_thresh=self.vote_iou_thresh,
             topk=predictor.test_topk_per_image,
             resolution=self.vote_resolution,
+            voter_threshold=self.mask_threshold if self.vote_mode == "released" else None,
         )
-        result = Instances(image_size)
-        result.pred_boxes = Boxes(boxes[keep])
-        result.scores = scores[keep]
-        result.pred_classes = classes[keep]
-        result.vote_masks = voted
-        result.vote_boxes = Boxes(frames)
-        return result
+        return Instances(
+            image_size, pred_boxes=Boxes(boxes[keep]), scores=scores[keep], pred_classes=classes[keep], pred_voted_masks=voted
+        )
