@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -86,16 +87,17 @@ class _Progress:
 
 
 def download(url: str, path: str, hint: str = "", stream=None) -> None:
-    """Downloads ``url`` to ``path`` through ``path.partial``, checking the size the server announced;
+    """Downloads ``url`` to ``path`` through a ``.partial`` file beside it, checking the size the server announced;
     raises :class:`PrepareError` and leaves no file on failure (``hint`` ends the message when the
     server cannot be reached)."""
     try:
         response = urllib.request.urlopen(url, timeout=60)
     except (OSError, http.client.HTTPException) as e:  # URLError (no route, no name, HTTP errors) is an OSError
         raise PrepareError(f"cannot download {url} ({getattr(e, 'reason', e)}){hint}") from None
-    partial = path + ".partial"
+    # A name of its own: two runs at once each write their own file, and the last complete one stays.
+    fd, partial = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".partial", dir=os.path.dirname(path))
     try:
-        with response, open(partial, "wb") as f:
+        with response, os.fdopen(fd, "wb") as f:
             total = int(response.headers.get("Content-Length") or 0) or None
             progress = _Progress(os.path.basename(path), total, stream)
             try:
@@ -206,6 +208,7 @@ def _parse_archives(pairs):
     archives = {}
     for pair in pairs:
         name, sep, path = pair.partition("=")
+        path = os.path.expanduser(path)
         if not sep or name not in SOURCES:
             raise PrepareError(f"--archive {pair!r}: expected NAME=FILE with NAME one of {sorted(SOURCES)}")
         if not os.path.isfile(path):
