@@ -21,6 +21,7 @@
 #include <ATen/ATen.h>
 #include <c10/macros/Macros.h>
 
+#include <cmath>
 #include <cstdint>
 
 namespace cascades {
@@ -159,8 +160,9 @@ C10_HOST_DEVICE inline void accumulate_box_grad(const RoIGeometry<T>& g, T scale
 
 // Checks shared by the CPU and CUDA entry points (the Python wrapper checks first, with the names of
 // its own arguments; these guard direct calls of the op).
-inline void check_roi_warp_args(const at::Tensor& input, const at::Tensor& rois, int64_t pooled_height,
-                                int64_t pooled_width, int64_t pool_size, double sample_offset) {
+inline void check_roi_warp_args(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
+                                int64_t pooled_height, int64_t pooled_width, int64_t pool_size,
+                                double sample_offset) {
   TORCH_CHECK_VALUE(input.dim() == 4, "roi_warp: input must be N x C x H x W, got shape ", input.sizes());
   TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5,
                     "roi_warp: rois must be K x 5 (batch index, x1, y1, x2, y2), got shape ", rois.sizes());
@@ -168,6 +170,8 @@ inline void check_roi_warp_args(const at::Tensor& input, const at::Tensor& rois,
                    " must equal input dtype ", input.scalar_type());
   TORCH_CHECK_VALUE(rois.device() == input.device(), "roi_warp: rois on ", rois.device(),
                     " must be on the input's device ", input.device());
+  TORCH_CHECK_VALUE(std::isfinite(spatial_scale) && spatial_scale > 0,
+                    "roi_warp: spatial_scale must be a finite number > 0, got ", spatial_scale);
   TORCH_CHECK_VALUE(pooled_height >= 1 && pooled_width >= 1,
                     "roi_warp: output size must be >= 1, got ", pooled_height, " x ", pooled_width);
   TORCH_CHECK_VALUE(pool_size >= 1 && pool_size <= 16, "roi_warp: pool_size must be in [1, 16], got ",
@@ -178,6 +182,28 @@ inline void check_roi_warp_args(const at::Tensor& input, const at::Tensor& rois,
                     "roi_warp: an H x W plane must hold fewer than 2^31 elements, got shape ", input.sizes());
   TORCH_CHECK_VALUE((input.size(2) >= 1 && input.size(3) >= 1) || rois.size(0) == 0,
                     "roi_warp: input must have a non-empty H x W map, got shape ", input.sizes());
+}
+
+// The backward's own arguments: grad_output of the output's shape, argmax (when pool_size > 1) a uint8
+// tensor of the same shape on the same device. Its values are checked by each kernel: the CPU raises,
+// the CUDA kernel skips an out-of-window position (no gradient) instead of synchronizing to raise.
+inline void check_roi_warp_backward_args(const at::Tensor& grad_output, const at::Tensor& input,
+                                         const at::Tensor& rois, const at::Tensor& argmax,
+                                         int64_t pooled_height, int64_t pooled_width, int64_t pool_size) {
+  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef({rois.size(0), input.size(1), pooled_height, pooled_width}),
+                    "roi_warp backward: grad_output must be K x C x pooled_height x pooled_width = ",
+                    at::IntArrayRef({rois.size(0), input.size(1), pooled_height, pooled_width}), ", got ",
+                    grad_output.sizes());
+  TORCH_CHECK_VALUE(grad_output.device() == input.device(), "roi_warp backward: grad_output on ",
+                    grad_output.device(), " must be on the input's device ", input.device());
+  if (pool_size == 1) return;
+  TORCH_CHECK_VALUE(argmax.sizes() == grad_output.sizes(),
+                    "roi_warp backward: argmax must have the output's shape ", grad_output.sizes(), ", got ",
+                    argmax.sizes());
+  TORCH_CHECK_TYPE(argmax.scalar_type() == at::kByte, "roi_warp backward: argmax must be uint8 (as the "
+                   "forward returns it), got ", argmax.scalar_type());
+  TORCH_CHECK_VALUE(argmax.device() == input.device(), "roi_warp backward: argmax on ", argmax.device(),
+                    " must be on the input's device ", input.device());
 }
 
 }  // namespace cascades

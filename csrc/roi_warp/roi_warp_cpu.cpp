@@ -165,11 +165,21 @@ void check_roi_values(const at::Tensor& rois, int64_t batch_size) {
   }
 }
 
+// Each argmax value is a position in a pool_size x pool_size window; the kernel indexes the samples
+// with it, so a larger one (in a caller's own tensor) would read out of bounds.
+void check_argmax_values(const at::Tensor& argmax, int64_t pool_size) {
+  if (argmax.numel() == 0) return;
+  const int64_t largest = argmax.max().item<uint8_t>();
+  TORCH_CHECK_VALUE(largest < pool_size * pool_size, "roi_warp backward: argmax must hold positions in the ",
+                    pool_size, " x ", pool_size, " pooling window (0 to ", pool_size * pool_size - 1,
+                    "), as the forward returns them; it holds ", largest);
+}
+
 std::tuple<at::Tensor, at::Tensor> roi_warp_forward_cpu(const at::Tensor& input, const at::Tensor& rois,
                                                         double spatial_scale, int64_t pooled_height,
                                                         int64_t pooled_width, int64_t pool_size,
                                                         bool aligned, double sample_offset) {
-  check_roi_warp_args(input, rois, pooled_height, pooled_width, pool_size, sample_offset);
+  check_roi_warp_args(input, rois, spatial_scale, pooled_height, pooled_width, pool_size, sample_offset);
   TORCH_CHECK_TYPE(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
                    "roi_warp on the CPU takes float32 or float64 input, got ", input.scalar_type());
   check_roi_values(rois, input.size(0));
@@ -193,15 +203,14 @@ std::tuple<at::Tensor, at::Tensor> roi_warp_backward_cpu(const at::Tensor& grad_
                                                          double spatial_scale, int64_t pooled_height,
                                                          int64_t pooled_width, int64_t pool_size, bool aligned,
                                                          double sample_offset) {
-  check_roi_warp_args(input, rois, pooled_height, pooled_width, pool_size, sample_offset);
+  check_roi_warp_args(input, rois, spatial_scale, pooled_height, pooled_width, pool_size, sample_offset);
+  check_roi_warp_backward_args(grad_output, input, rois, argmax, pooled_height, pooled_width, pool_size);
+  check_roi_values(rois, input.size(0));
+  const at::Tensor arg = argmax.contiguous();
+  if (pool_size > 1) check_argmax_values(arg, pool_size);
   const int64_t num_rois = rois.size(0), channels = input.size(1);
-  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef({num_rois, channels, pooled_height, pooled_width}),
-                    "roi_warp backward: grad_output has shape ", grad_output.sizes());
-  TORCH_CHECK_VALUE(pool_size == 1 || argmax.sizes() == grad_output.sizes(),
-                    "roi_warp backward: argmax must have the output's shape, got ", argmax.sizes());
   const at::Tensor in = input.contiguous(), r = rois.contiguous();
   const at::Tensor grad_out = grad_output.to(in.scalar_type()).contiguous();
-  const at::Tensor arg = argmax.contiguous();
   at::Tensor grad_input = at::zeros_like(in);
   at::Tensor grad_rois = at::zeros_like(r);
   if (grad_out.numel() == 0) return {grad_input, grad_rois};

@@ -87,6 +87,7 @@ __global__ void backward_kernel(const T* __restrict__ grad_output, const T* __re
     index_t i = s / pooled_w, j = s % pooled_w;
     if (pool > 1) {
       const index_t at = argmax[out_index];
+      if (at >= pool * pool) continue;  // not a window position (a caller's own argmax): no gradient
       i = i * pool + at / pool;
       j = j * pool + at % pool;
     }
@@ -133,7 +134,7 @@ std::tuple<at::Tensor, at::Tensor> roi_warp_forward_cuda(const at::Tensor& input
                                                          double spatial_scale, int64_t pooled_height,
                                                          int64_t pooled_width, int64_t pool_size,
                                                          bool aligned, double sample_offset) {
-  check_roi_warp_args(input, rois, pooled_height, pooled_width, pool_size, sample_offset);
+  check_roi_warp_args(input, rois, spatial_scale, pooled_height, pooled_width, pool_size, sample_offset);
   check_cuda_args(input, rois);
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor in = input.contiguous(), r = rois.contiguous();
@@ -168,13 +169,10 @@ std::tuple<at::Tensor, at::Tensor> roi_warp_backward_cuda(const at::Tensor& grad
                                                           double spatial_scale, int64_t pooled_height,
                                                           int64_t pooled_width, int64_t pool_size, bool aligned,
                                                           double sample_offset) {
-  check_roi_warp_args(input, rois, pooled_height, pooled_width, pool_size, sample_offset);
+  check_roi_warp_args(input, rois, spatial_scale, pooled_height, pooled_width, pool_size, sample_offset);
   check_cuda_args(input, rois);
+  check_roi_warp_backward_args(grad_output, input, rois, argmax, pooled_height, pooled_width, pool_size);
   const int64_t num_rois = rois.size(0), channels = input.size(1);
-  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef({num_rois, channels, pooled_height, pooled_width}),
-                    "roi_warp backward: grad_output has shape ", grad_output.sizes());
-  TORCH_CHECK_VALUE(pool_size == 1 || argmax.sizes() == grad_output.sizes(),
-                    "roi_warp backward: argmax must have the output's shape, got ", argmax.sizes());
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor in = input.contiguous(), r = rois.contiguous();
   const at::Tensor grad_out = grad_output.to(in.scalar_type()).contiguous();

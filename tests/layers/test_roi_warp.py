@@ -268,6 +268,71 @@ def test_bad_roi_values(device, edit, match):
         roi_warp(x, rois.to(device), 7)
 
 
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), 0.0, -0.25])
+def test_spatial_scale_must_be_finite_and_positive(scale):
+    x = torch.randn(2, 3, 8, 8)
+    rois = random_rois(4, 2, 8, 8, dtype=torch.float32)
+    with pytest.raises(ValueError, match=f"spatial_scale must be a finite number > 0.*got {scale}"):
+        roi_warp(x, rois, 7, scale)
+    with pytest.raises(ValueError, match="spatial_scale must be a finite number > 0"):
+        RoIWarp(7, scale)
+    # Direct calls of the compiled op check it too.
+    with pytest.raises(ValueError, match=f"spatial_scale must be a finite number > 0, got {scale:g}"):
+        torch.ops.cascades.roi_warp_forward(x, rois, scale, 7, 7, 1, True, 0.5)
+    out, argmax = torch.ops.cascades.roi_warp_forward(x, rois, 0.5, 4, 4, 2, True, 0.5)
+    with pytest.raises(ValueError, match="spatial_scale must be a finite number > 0"):
+        torch.ops.cascades.roi_warp_backward(torch.ones_like(out), x, rois, argmax, scale, 4, 4, 2, True, 0.5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(spatial_scale="0.25"), "spatial_scale must be a finite number > 0.*got '0.25'"),
+    (dict(spatial_scale=True), "spatial_scale must be a finite number > 0.*got True"),
+    (dict(aligned="no"), "aligned must be True or False, got 'no'"),
+    (dict(aligned=0), "aligned must be True or False, got 0"),
+])
+def test_spatial_scale_and_aligned_types(kwargs, match):
+    x = torch.randn(2, 3, 8, 8)
+    rois = random_rois(4, 2, 8, 8, dtype=torch.float32)
+    with pytest.raises(TypeError, match=match):
+        roi_warp(x, rois, 7, **kwargs)
+    with pytest.raises(TypeError, match=match):
+        RoIWarp(7, **{"spatial_scale": 1.0, **kwargs})
+
+
+def test_direct_backward_call_checks_argmax_and_rois():
+    """A caller's own argmax or rois must not make the backward read out of bounds (it segfaulted)."""
+    x = torch.randn(2, 3, 8, 8)
+    rois = random_rois(4, 2, 8, 8, dtype=torch.float32)
+    out, argmax = torch.ops.cascades.roi_warp_forward(x, rois, 1.0, 4, 4, 2, True, 0.5)
+    grad = torch.ones_like(out)
+
+    def backward(argmax=argmax, rois=rois, grad=grad):
+        return torch.ops.cascades.roi_warp_backward(grad, x, rois, argmax, 1.0, 4, 4, 2, True, 0.5)
+
+    bad = argmax.clone()
+    bad[3, 1, 2, 0] = 4
+    with pytest.raises(ValueError, match=r"argmax must hold positions in the 2 x 2 pooling window \(0 to 3\).*holds 4"):
+        backward(bad)
+    with pytest.raises(ValueError, match="holds 255"):
+        backward(torch.full_like(argmax, 255))
+    with pytest.raises(TypeError, match="argmax must be uint8"):
+        backward(argmax.long())
+    with pytest.raises(ValueError, match="argmax must have the output's shape"):
+        backward(argmax[:2])
+    with pytest.raises(ValueError, match="grad_output must be K x C x pooled_height x pooled_width"):
+        backward(grad=grad[:, :2])
+    far = rois.clone()
+    far[1, 0] = 1e6
+    with pytest.raises(ValueError, match=r"rois\[1, 0\] = 1e\+06 is not a batch index in \[0, 2\)"):
+        backward(rois=far)
+    far[1, 0], far[2, 3] = 0, float("nan")
+    with pytest.raises(ValueError, match=r"rois\[2\] has a non-finite box"):
+        backward(rois=far)
+    # With pool_size 1 there is no argmax to check (the forward returns an empty one).
+    out, empty = torch.ops.cascades.roi_warp_forward(x, rois, 1.0, 4, 4, 1, True, 0.5)
+    torch.ops.cascades.roi_warp_backward(torch.ones_like(out), x, rois, empty, 1.0, 4, 4, 1, True, 0.5)
+
+
 def test_direct_op_call_checks_arguments():
     """The compiled op checks its arguments itself (see README for what we saw with torch 2.11 on CUDA)."""
     x = torch.randn(2, 3, 8, 8)
@@ -331,6 +396,23 @@ def test_cuda_direct_call_with_bad_rois_writes_nan_and_no_gradient():
                                                              1.0, 4, 4, 2, True, 0.5)
     assert grad_rois[1:].abs().sum() == 0 and grad_rois[0].abs().sum() > 0
     torch.cuda.synchronize()
+
+
+@needs_cuda
+def test_cuda_direct_backward_call_with_bad_argmax_gives_no_gradient():
+    """The CUDA backward does not sync to check argmax: a position outside the window adds nothing."""
+    x = torch.randn(2, 3, 8, 8, device="cuda")
+    rois = torch.tensor([[0.0, 1.2, 0.7, 6.3, 5.1], [1.0, 2.0, 1.0, 7.0, 6.5]], device="cuda")
+    out, argmax = torch.ops.cascades.roi_warp_forward(x, rois, 1.0, 4, 4, 2, True, 0.5)
+    bad = argmax.clone()
+    bad[1] = 255
+    grad_x, grad_rois = torch.ops.cascades.roi_warp_backward(torch.ones_like(out), x, rois, bad, 1.0, 4, 4, 2, True, 0.5)
+    only_first, first_rois = torch.ops.cascades.roi_warp_backward(
+        torch.ones_like(out), x, rois[:1], argmax[:1], 1.0, 4, 4, 2, True, 0.5)
+    torch.cuda.synchronize()
+    torch.testing.assert_close(grad_x, only_first)
+    assert grad_rois[1].abs().sum() == 0
+    torch.testing.assert_close(grad_rois[:1], first_rois)
 
 
 @needs_cuda

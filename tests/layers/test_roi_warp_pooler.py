@@ -5,7 +5,7 @@ import torch
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes
 
-from cascades.layers import RoIWarpPooler, roi_warp
+from cascades.layers import NonFiniteBoxError, RoIWarpPooler, roi_warp
 
 
 def image_boxes(num, size, seed):
@@ -58,3 +58,38 @@ def test_pool_size_must_divide_output_size():
 def test_no_images():
     pooler = RoIWarpPooler(14, (1 / 16,), pool_size=2)
     assert pooler([torch.randn(0, 3, 4, 4)], []).shape == (0, 3, 7, 7)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("levels", [1, 4])
+def test_non_finite_box_is_refused(value, levels):
+    """ROIPooler's level assignment casts a NaN box to no level: zero features and zero gradient."""
+    features = fpn_features(256)[:levels]
+    scales = (1 / 4, 1 / 8, 1 / 16, 1 / 32)[:levels]
+    tensors = [image_boxes(6, 256, 0).float(), image_boxes(5, 256, 1).float()]
+    tensors[1][3, 2] = value
+    pooler = RoIWarpPooler(7, scales, canonical_box_size=64, canonical_level=3)
+    with pytest.raises(NonFiniteBoxError, match=r"box 3 of image 1 is not finite: \(.*, (nan|inf|-inf), "):
+        pooler(features, [Boxes(t) for t in tensors])
+
+
+def test_boxes_are_checked_once_for_all_levels(monkeypatch):
+    """The pooler's one check (one host copy, a sync on CUDA) replaces one per level in roi_warp."""
+    import importlib
+
+    module = importlib.import_module("cascades.layers.roi_warp")  # the attribute is the function
+    calls = []
+    monkeypatch.setattr(module, "_check_roi_values", lambda *args: calls.append(args))
+    RoIWarpPooler(7, (1 / 4, 1 / 8, 1 / 16, 1 / 32))(fpn_features(256), [Boxes(image_boxes(9, 256, 2).float())] * 2)
+    assert calls == []
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(scales=(float("nan"),)), ValueError, r"scales\[0\] must be a finite number > 0"),
+    (dict(scales=(1 / 4, 0.0)), ValueError, r"scales\[1\] must be a finite number > 0"),
+    (dict(scales=("1/16",)), TypeError, r"scales\[0\] must be a finite number > 0"),
+    (dict(scales=(1 / 16,), aligned="no"), TypeError, "aligned must be True or False"),
+])
+def test_bad_scales_and_aligned(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        RoIWarpPooler(7, **kwargs)

@@ -17,6 +17,8 @@ Semantics (see csrc/roi_warp/roi_warp.h for the derivation):
   and its width then has gradient 0. The batch index (column 0 of ``rois``) gets gradient 0.
 """
 
+import math
+import numbers
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -25,7 +27,7 @@ from torch import Tensor, nn
 
 from cascades import _C  # noqa: F401  (loads the compiled kernels: registers torch.ops.cascades.*)
 
-__all__ = ["roi_warp", "RoIWarp"]
+__all__ = ["NonFiniteBoxError", "roi_warp", "RoIWarp"]
 
 _SAMPLE_OFFSETS = {"center": 0.5, "start": 0.0}
 
@@ -65,6 +67,27 @@ def _backward(ctx, grad_output, _grad_argmax):
 
 
 torch.library.register_autograd("cascades::roi_warp_forward", _backward, setup_context=_setup_context)
+
+
+class NonFiniteBoxError(ValueError, FloatingPointError):
+    """A box with a NaN or infinite coordinate. A ValueError (bad input), and a FloatingPointError like
+    detectron2's own non-finite checks, so that a trainer treats it as a sign of divergence."""
+
+
+def _check_spatial_scale(value, name: str = "spatial_scale") -> float:
+    expected = f"roi_warp: {name} must be a finite number > 0 (the feature map's size relative to the image, " \
+               f"e.g. 1/16), got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(expected)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(expected)
+    return float(value)
+
+
+def _check_aligned(value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"roi_warp: aligned must be True or False, got {value!r}")
+    return bool(value)
 
 
 def _pair(value, name: str) -> Tuple[int, int]:
@@ -138,7 +161,7 @@ def _check_roi_values(input: Tensor, rois: Tensor):
         return
     k = int(np.flatnonzero(bad)[0])
     if not finite[k]:
-        raise ValueError(f"roi_warp: rois[{k}] has a non-finite box {tuple(r[k, 1:].tolist())}")
+        raise NonFiniteBoxError(f"roi_warp: rois[{k}] has a non-finite box {tuple(r[k, 1:].tolist())}")
     raise ValueError(f"roi_warp: rois[{k}, 0] = {index[k]:g} is not a batch index in [0, {input.shape[0]})")
 
 
@@ -169,11 +192,20 @@ def roi_warp(
     Returns:
         K x C x (h / k) x (w / k) features.
     """
+    return _roi_warp(input, rois, output_size, spatial_scale, aligned, pool_size, sample_at, check_values=True)
+
+
+def _roi_warp(input, rois, output_size, spatial_scale, aligned, pool_size, sample_at, *, check_values: bool):
+    """:func:`roi_warp`; ``check_values=False`` skips the value check of the rois (and its device sync),
+    for callers that checked them already."""
     warp_h, warp_w = _pair(output_size, "output_size")
+    spatial_scale = _check_spatial_scale(spatial_scale)
+    aligned = _check_aligned(aligned)
     _check_input(input)
     rois = _as_roi_tensor(rois, input)
     _check_rois_match(input, rois)
-    _check_roi_values(input, rois)
+    if check_values:
+        _check_roi_values(input, rois)
     if pool_size is None:
         pool_size = 1
     if not isinstance(pool_size, int) or isinstance(pool_size, bool) or not 1 <= pool_size <= 16:
@@ -183,7 +215,7 @@ def roi_warp(
     if sample_at not in _SAMPLE_OFFSETS:
         raise ValueError(f"roi_warp: sample_at must be one of {list(_SAMPLE_OFFSETS)}, got {sample_at!r}")
     output, _ = torch.ops.cascades.roi_warp_forward(
-        input, rois, float(spatial_scale), warp_h // pool_size, warp_w // pool_size, pool_size, bool(aligned),
+        input, rois, spatial_scale, warp_h // pool_size, warp_w // pool_size, pool_size, aligned,
         _SAMPLE_OFFSETS[sample_at],
     )
     return output
@@ -193,6 +225,9 @@ class RoIWarp(nn.Module):
     """Module form of :func:`roi_warp`, shaped like detectron2's ``ROIAlign``: like it, it casts the rois
     to the features' dtype (detectron2's ``Boxes`` are float32 while features may be float16 under AMP);
     the cast is differentiable, so box gradients still flow."""
+
+    # RoIWarpPooler checks all its boxes at once, and sets this for its level poolers.
+    _rois_checked_by_caller = False
 
     def __init__(
         self,
@@ -204,16 +239,16 @@ class RoIWarp(nn.Module):
     ):
         super().__init__()
         self.output_size = _pair(output_size, "output_size")
-        self.spatial_scale = spatial_scale
-        self.aligned = aligned
+        self.spatial_scale = _check_spatial_scale(spatial_scale)
+        self.aligned = _check_aligned(aligned)
         self.pool_size = pool_size
         self.sample_at = sample_at
 
     def forward(self, input: Tensor, rois: Union[Tensor, List[Tensor]]) -> Tensor:
         if isinstance(rois, Tensor) and isinstance(input, Tensor):
             rois = rois.to(input.dtype)
-        return roi_warp(input, rois, self.output_size, self.spatial_scale, self.aligned, self.pool_size,
-                        self.sample_at)
+        return _roi_warp(input, rois, self.output_size, self.spatial_scale, self.aligned, self.pool_size,
+                         self.sample_at, check_values=not self._rois_checked_by_caller)
 
     def extra_repr(self) -> str:
         return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, aligned={self.aligned}, "
