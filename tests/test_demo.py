@@ -1,5 +1,6 @@
 """tools/demo.py on images, a folder and a video, and the Predictor from Python."""
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -38,30 +39,66 @@ def demo(*args):
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
 
 
+def write_video(path, images):
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 5, (256, 256))
+    for image in images:
+        writer.write(cv2.imread(image))
+    writer.release()
+
+
 def test_demo_draws_images_folders_and_video(tmp_path, weights, images):
-    inputs = tmp_path / "inputs"
+    inputs, other = tmp_path / "inputs", tmp_path / "other"
     inputs.mkdir()
+    other.mkdir()
     for path in images[1:]:
         shutil.copy(path, inputs)
     (inputs / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    same_name = os.path.basename(images[1])
+    shutil.copy(images[0], other / same_name)  # another image of the same name in another folder
+    shutil.copy(images[0], tmp_path / "photo.dat")  # a readable image without an image extension
     video = str(tmp_path / "clip.mp4")
-    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 5, (256, 256))
-    for path in images:
-        writer.write(cv2.imread(path))
-    writer.release()
+    write_video(video, images)
 
     out = tmp_path / "out"
-    result = demo("--input", images[0], str(inputs), "--video-input", video, "--output", str(out),
-                  "--confidence-threshold", "0", f"train.init_checkpoint={weights}")
+    result = demo("--input", images[0], str(inputs), str(other / same_name), str(tmp_path / "photo.dat"),
+                  "--video-input", video, "--output", str(out), "--confidence-threshold", "0",
+                  f"train.init_checkpoint={weights}")
     # The unreadable image is reported and fails the run, but every other input is drawn.
     assert result.returncode == 1
     assert "broken.jpg: not a readable image" in result.stderr
-    for path in images:
-        drawn, original = cv2.imread(str(out / os.path.basename(path))), cv2.imread(path)
-        assert drawn.shape == original.shape and not np.array_equal(drawn, original)
+    drawn = {os.path.basename(images[0]): images[0], f"inputs/{same_name}": images[1],
+             f"other/{same_name}": images[0], os.path.basename(images[2]): images[2], "photo.dat.png": images[0]}
+    for name, original in drawn.items():
+        image, original = cv2.imread(str(out / name)), cv2.imread(original)
+        assert image.shape == original.shape and not np.array_equal(image, original), name
     capture = cv2.VideoCapture(str(out / "clip.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == len(images)
-    assert sorted(os.listdir(out)) == sorted([os.path.basename(p) for p in images] + ["clip.mp4"])
+    written = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, files in os.walk(out) for f in files)
+    assert written == sorted([*drawn, "clip.mp4"])
+
+
+def test_output_names_tell_apart_inputs_of_the_same_name():
+    spec = importlib.util.spec_from_file_location("demo_tool", os.path.join(ROOT, "tools", "demo.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    paths = ["/d/a/same.jpg", "/d/b/same.jpg", "/d/a/c/same.jpg", "/e/x.PNG", "/e/notes.dat", "/d/b/other.jpg"]
+    assert tool.output_names(paths) == ["a/same.jpg", "b/same.jpg", "a/c/same.jpg", "x.PNG", "notes.dat.png",
+                                        "other.jpg"]
+    # The same file named twice is drawn once.
+    assert tool.expand_inputs([__file__, os.path.join(os.path.dirname(__file__), ".", os.path.basename(__file__))]) \
+        == [__file__]
+
+
+def zero_frame_video(path, images):
+    """An mp4 that opens (header and frame count intact) but whose every frame fails to decode."""
+    write_video(path, images)
+    data = bytearray(open(path, "rb").read())
+    at = data.find(b"mdat")
+    size = int.from_bytes(data[at - 4:at], "big")
+    data[at + 4:at - 4 + size] = bytes(size - 8)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
 
 
 @pytest.mark.parametrize("args, message", [
@@ -70,16 +107,28 @@ def test_demo_draws_images_folders_and_video(tmp_path, weights, images):
     (["--input", "{image}", "train.init_checkpoint={other}"], "does not fit this model"),
     (["--input", "{image}", "--video-input", "missing.mp4", "train.init_checkpoint={weights}"],
      "--video-input 'missing.mp4': no such file"),
+    (["--video-input", "{zero_frames}", "train.init_checkpoint={weights}"],
+     "zero.mp4': not a readable video (no frame could be decoded)"),
+    (["--input", "{empty}", "train.init_checkpoint={weights}"], "empty': the folder holds no images (.jpg"),
+    (["--input", "{image}", "--output", "{a_file}", "train.init_checkpoint={weights}"],
+     "a_file.txt' is a file; expected a folder"),
 ])
 def test_demo_bad_input(tmp_path, args, message, images, weights):
     import torch
 
     other = tmp_path / "other.pth"
     torch.save({"model": {"fc.weight": torch.zeros(2, 2)}}, other)
-    args = [a.format(image=images[0], other=other, weights=weights) for a in args]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    (tmp_path / "a_file.txt").write_text("")
+    names = dict(image=images[0], other=other, weights=weights, empty=tmp_path / "empty",
+                 zero_frames=zero_frame_video(str(tmp_path / "zero.mp4"), images), a_file=tmp_path / "a_file.txt")
+    args = [a.format(**names) for a in args]
     result = demo("--output", str(tmp_path / "out"), *args)
-    assert result.returncode != 0 and message in result.stderr
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    if "--output" not in args:
+        assert not (tmp_path / "out").exists(), "nothing is written before the inputs are checked"
 
 
 def test_predictor_from_python(weights, images):
@@ -91,3 +140,5 @@ def test_predictor_from_python(weights, images):
     assert instances.pred_masks.shape[1:] == image.shape[:2]
     with pytest.raises(ValueError, match="expects an HxWx3 BGR image"):
         predictor(image[:, :, 0])
+    with pytest.raises(ValueError, match="expects a non-empty image; got one of 0 x 0 pixels"):
+        predictor(image[:0, :0])

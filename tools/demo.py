@@ -6,11 +6,14 @@ Draws a trained model's instances on images or a video with detectron2's Visuali
       --input a.jpg images/ --output out/ train.init_checkpoint=output/demo/model_final.pth
   tools/demo.py --config-file ... --video-input v.mp4 --output out/ train.init_checkpoint=...
 
-Each instance gets its own colour. Images that cannot be read are reported and skipped; the exit
-status is then 1.
+Each instance gets its own colour. A drawn image keeps its input's file name (with ".png" added when
+that is not an image extension); inputs from different folders that share a name keep as much of their
+folders as tells them apart (a/same.jpg, b/same.jpg). Images that cannot be read or drawn are reported
+and skipped; the exit status is then 1.
 """
 
 import argparse
+import collections
 import glob
 import logging
 import os
@@ -44,18 +47,59 @@ def argument_parser():
 
 
 def expand_inputs(inputs):
-    """Image paths from files, folders (their images, sorted) and glob patterns."""
+    """Image paths from files, folders (their images, sorted) and glob patterns; a file named twice
+    is drawn once."""
     paths = []
     for item in inputs:
         if os.path.isdir(item):
-            paths += sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTENSIONS))
+            found = sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                raise FileNotFoundError(f"--input {item!r}: the folder holds no images ({' '.join(IMAGE_EXTENSIONS)})")
+            paths += found
         elif os.path.isfile(item):
             paths.append(item)
-        elif glob.has_magic(item) and glob.glob(item):
-            paths += sorted(glob.glob(item))
+        elif glob.has_magic(item) and any(os.path.isfile(p) for p in glob.glob(item)):
+            paths += sorted(p for p in glob.glob(item) if os.path.isfile(p))
         else:
             raise FileNotFoundError(f"--input {item!r}: no such file, folder or matching pattern")
-    return paths
+    unique = {}
+    for path in paths:
+        unique.setdefault(os.path.abspath(path), path)
+    return list(unique.values())
+
+
+def output_names(paths):
+    """The drawn image's path under --output for each input: its file name (".png" added to one that
+    is not an image extension, which cv2 could not encode), or, for inputs that share a file name, its
+    path below the deepest folder they have in common."""
+    names = [os.path.basename(p) + ("" if p.lower().endswith(IMAGE_EXTENSIONS) else ".png") for p in paths]
+    sharing = collections.defaultdict(list)
+    for i, name in enumerate(names):
+        sharing[name].append(i)
+    for group in sharing.values():
+        if len(group) > 1:
+            common = os.path.commonpath([os.path.dirname(os.path.abspath(paths[i])) for i in group])
+            for i in group:
+                folder = os.path.relpath(os.path.dirname(os.path.abspath(paths[i])), common)
+                names[i] = os.path.normpath(os.path.join(folder, names[i]))
+    return names
+
+
+def check_video(path):
+    """Fails before the model loads on a video without a single decodable frame."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--video-input {path!r}: no such file")
+    capture = cv2.VideoCapture(path)
+    try:
+        if not (capture.isOpened() and capture.read()[0]):
+            raise ValueError(f"--video-input {path!r}: not a readable video (no frame could be decoded)")
+    finally:
+        capture.release()
+
+
+def check_output(path):
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--output {path!r} is a file; expected a folder for the drawn images")
 
 
 class Demo:
@@ -85,9 +129,10 @@ class Demo:
 
 
 def write_image(path, image):
-    ok, encoded = cv2.imencode(os.path.splitext(path)[1] or ".png", image)
+    ok, encoded = cv2.imencode(os.path.splitext(path)[1], image)
     if not ok:
-        raise RuntimeError(f"Could not encode {path}")
+        raise ValueError(f"cv2 could not encode {path}")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with AtomicFile(path, "wb") as f:
         f.write(encoded.tobytes())
 
@@ -95,31 +140,35 @@ def write_image(path, image):
 def run_images(demo, paths, output):
     logger = logging.getLogger("detectron2")
     failed = []
-    for path in tqdm.tqdm(paths, desc="demo", disable=len(paths) < 2):
+    for path, name in tqdm.tqdm(list(zip(paths, output_names(paths))), desc="demo", disable=len(paths) < 2):
         try:
             image = read_image(path, format="BGR")
         except Exception as e:  # PIL raises several types for unreadable or truncated files
             failed.append(f"{path}: not a readable image ({type(e).__name__}: {e})")
             logger.error(f"--input {failed[-1]}; skipped")
             continue
-        write_image(os.path.join(output, os.path.basename(path)), demo.draw_image(image))
+        try:
+            write_image(os.path.join(output, name), demo.draw_image(image))
+        except ValueError as e:  # e.g. an empty image, or an encoder cv2 lacks
+            failed.append(f"{path}: {e}")
+            logger.error(f"--input {failed[-1]}; skipped")
     return failed
 
 
 def run_video(demo, path, output):
     capture = cv2.VideoCapture(path)
-    if not capture.isOpened():
-        raise ValueError(f"--video-input {path!r}: not a readable video")
     fps = capture.get(cv2.CAP_PROP_FPS) or 25
-    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     name = os.path.splitext(os.path.basename(path))[0] + ".mp4"
     partial = os.path.join(output, f".{name}.partial.mp4")
-    writer = cv2.VideoWriter(partial, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    writer = None
     for frame in tqdm.tqdm(demo.draw_video(capture), total=frames, desc="video"):
+        if writer is None:  # sized by the frames themselves, which the container's header may misstate
+            writer = cv2.VideoWriter(partial, cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.shape[1::-1])
         writer.write(frame)
-    writer.release()
     capture.release()
+    # check_video decoded a first frame, so the writer exists.
+    writer.release()
     os.replace(partial, os.path.join(output, name))
 
 
@@ -133,10 +182,11 @@ def main(argv=None):
     if not args.input and not args.video_input:
         raise SystemExit("demo.py: error: give --input images/folders and/or --video-input")
     with exit_on_bad_input("demo.py"):
+        check_output(args.output)
         cfg = load_config(args.config_file, args.opts)
         paths = expand_inputs(args.input)
-        if args.video_input and not os.path.isfile(args.video_input):
-            raise FileNotFoundError(f"--video-input {args.video_input!r}: no such file")
+        if args.video_input:
+            check_video(args.video_input)
         demo = Demo(cfg, args.confidence_threshold)
     os.makedirs(args.output, exist_ok=True)
     failed = run_images(demo, paths, args.output)

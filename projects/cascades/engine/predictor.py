@@ -49,6 +49,8 @@ class Predictor:
                              + (f"an array of shape {image.shape}" if isinstance(image, np.ndarray)
                                 else type(image).__name__))
         height, width = image.shape[:2]
+        if height == 0 or width == 0:
+            raise ValueError(f"Predictor expects a non-empty image; got one of {height} x {width} pixels")
         if self.input_format == "RGB":
             image = image[:, :, ::-1]
         aug_input = T.AugInput(image)
