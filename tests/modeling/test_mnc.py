@@ -33,7 +33,7 @@ def test_per_stage_output_shapes():
     model = build(num_classes=3)
     model.eval()
     heads = model.roi_heads
-    features = [torch.randn(2, 32, SIZE // s, SIZE // s) for s in (4, 8, 16, 32)]
+    features = {f"p{k}": torch.randn(2, 32, SIZE // 2**k, SIZE // 2**k) for k in (2, 3, 4, 5)}
     proposals = []
     for n in (5, 7):
         p = Instances((SIZE, SIZE))
@@ -139,7 +139,7 @@ def test_images_without_annotations_degenerate_and_out_of_image_boxes():
 def test_zero_proposals_train_and_test():
     model = build()
     heads = model.roi_heads
-    features = [torch.randn(2, 32, SIZE // s, SIZE // s) for s in (4, 8, 16, 32)]
+    features = {f"p{k}": torch.randn(2, 32, SIZE // 2**k, SIZE // 2**k) for k in (2, 3, 4, 5)}
     empty = Instances((SIZE, SIZE))
     empty.proposal_boxes = Boxes(torch.zeros(0, 4))
     empty.objectness_logits = torch.zeros(0)

@@ -178,9 +178,9 @@ def test_masking_layer_multiplies_the_roi_feature_by_the_stage_2_mask():
     with torch.no_grad():
         heads.mask_head.predictor.weight.zero_()
         bias.copy_(logits)
-    features = [torch.arange(16.0).view(1, 1, 4, 4)]
-    x = heads.pooler(features, [Boxes(torch.tensor([[0.0, 0, 4, 4]]))])  # 4 x 4 warp -> 2 x 2
-    heads._run_pair(features, [proposals([[0, 0, 4, 4]])])
+    features = torch.arange(16.0).view(1, 1, 4, 4)
+    x = heads.pooler([features], [Boxes(torch.tensor([[0.0, 0, 4, 4]]))])  # 4 x 4 warp -> 2 x 2
+    heads._run_pair({"f": features}, [proposals([[0, 0, 4, 4]])])
     mask = torch.sigmoid(logits)
     torch.testing.assert_close(seen[0], x * mask.view(1, 1, 2, 2))
     (grad,) = torch.autograd.grad(seen[0].sum(), bias)
@@ -244,7 +244,7 @@ def test_inference_scores_come_from_the_mask_level_classifier_only():
         heads.box_predictor.cls_score.bias.copy_(torch.tensor([2.0, 0.0, 1.0]))
         heads.box_level_classifier.weight.zero_()
         heads.box_level_classifier.bias.copy_(torch.tensor([-100.0, 100.0, 0.0]))
-        (r,) = heads._forward_test([torch.rand(1, 1, 32, 32)], [proposals([[4, 4, 20, 20]], size=32)])
+        (r,) = heads._forward_test({"f": torch.rand(1, 1, 32, 32)}, [proposals([[4, 4, 20, 20]], size=32)])
     z = math.exp(2) + 1 + math.e
     assert r.pred_classes.tolist() == [0, 1]
     torch.testing.assert_close(r.scores, torch.tensor([math.exp(2) / z, 1 / z]))

@@ -1,5 +1,5 @@
 """MNC's meta-architecture and its RPN (stage 1), whose proposals keep their graph for end-to-end training."""
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -15,6 +15,7 @@ from .mnc_box_gradient import boxes_inside_image, clip_delta_gradient, delta_gra
 from .mnc_heads import MNCBoxHead, MNCMaskHead
 from .mnc_mask_voting import VotedMasks, nms_and_mask_voting
 from .mnc_roi_heads import MNCROIHeads, check_box_gradient_option
+from .mnc_separate import StagewiseBackbone
 from .mnc_vgg import VGG16
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "MNCMaskHead",
     "MNCROIHeads",
     "MNCRPN",
+    "StagewiseBackbone",
     "VGG16",
     "VotedMasks",
     "add_mnc_config",
@@ -54,6 +56,8 @@ def add_mnc_config(cfg):
     cfg.MODEL.MNC.BOX_GRAD_CLIP = None  # the released code: 1.0 / 512 (MNCRPN and MNCROIHeads)
     cfg.MODEL.MNC.SAMPLING = "detectron2"  # or "released"
     cfg.MODEL.MNC.VOTE_MODE = "paper"  # or "released"
+    cfg.MODEL.MNC.FREEZE = []  # submodules not trained (Table 1's step-by-step training)
+    cfg.MODEL.MNC.BOX_IN_FEATURES = []  # stage 3's features when not ROI_HEADS.IN_FEATURES (separate networks)
     cfg.MODEL.MNC.WARP_SIZE = 28
     cfg.MODEL.MNC.WARP_POOL_SIZE = 2
     cfg.MODEL.MNC.BOX_FEATURE_POOL = 2
@@ -139,16 +143,33 @@ class MNC(GeneralizedRCNN):
     """
 
     @configurable
-    def __init__(self, *, mask_threshold: float = 0.4, **kwargs):
+    def __init__(self, *, mask_threshold: float = 0.4, freeze: Sequence[str] = (), **kwargs):
+        """
+        Args:
+            mask_threshold: binarizes the pasted masks.
+            freeze: submodules (by name, e.g. "backbone", "roi_heads.mask_head") whose parameters are not
+                trained: the step-by-step training of Table 1 (a) and (b) trains one stage network at a
+                time (see :mod:`cascades.modeling.mnc_separate`).
+            kwargs: GeneralizedRCNN's arguments.
+        """
         super().__init__(**kwargs)
         if not 0.0 <= mask_threshold <= 1.0:
             raise ValueError(f"MNC: mask_threshold must be in [0, 1], got {mask_threshold}")
         self.mask_threshold = mask_threshold
+        modules = dict(self.named_modules())
+        unknown = [name for name in freeze if name not in modules or not name]
+        if unknown:
+            raise ValueError(f"MNC: freeze names no submodule: {unknown} (e.g. 'backbone', 'proposal_generator', "
+                             "'roi_heads.mask_head')")
+        for name in freeze:
+            modules[name].requires_grad_(False)
+        self.freeze = list(freeze)
 
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
         ret["mask_threshold"] = cfg.MODEL.MNC.MASK_THRESHOLD
+        ret["freeze"] = cfg.MODEL.MNC.FREEZE
         return ret
 
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):

@@ -144,6 +144,7 @@ class MNCROIHeads(ROIHeads):
         self,
         *,
         in_features: List[str],
+        box_in_features: Optional[List[str]] = None,
         pooler: RoIWarpPooler,
         mask_head: MNCMaskHead,
         box_head: MNCBoxHead,
@@ -166,6 +167,9 @@ class MNCROIHeads(ROIHeads):
         """
         Args:
             in_features: backbone features to pool from (one level for C4/VGG, several for FPN).
+            box_in_features: the features stage 3 (and 5) pools from, when not the mask stage's
+                (Table 1's separate networks; see :mod:`cascades.modeling.mnc_separate`): then each
+                stage warps its own features; by default stage 3 reuses stage 2's warp.
             pooler: a RoIWarpPooler whose output feeds the mask head (28 x 28 warp, 2 x 2 max -> 14 x 14).
             mask_head: stage 2 (and 4).
             box_head: stage 3's (and 5's) mask and box pathways.
@@ -228,6 +232,7 @@ class MNCROIHeads(ROIHeads):
                 f"num_classes ({self.num_classes})"
             )
         self.in_features = list(in_features)
+        self.box_in_features = list(box_in_features) if box_in_features else None
         self.pooler = pooler
         self.mask_head = mask_head
         self.box_head = box_head
@@ -269,6 +274,7 @@ class MNCROIHeads(ROIHeads):
             ret["proposal_matcher"] = Matcher([0.1, 0.5], [-1, 0, 1], allow_low_quality_matches=False)
         ret.update(
             in_features=in_features,
+            box_in_features=mnc.BOX_IN_FEATURES or None,
             pooler=pooler,
             mask_head=MNCMaskHead(cfg, roi_shape),
             box_head=box_head,
@@ -291,19 +297,20 @@ class MNCROIHeads(ROIHeads):
     def forward(self, images, features, proposals, targets=None):
         if self.training and targets is None:
             raise ValueError("MNCROIHeads: targets (list[Instances]) are required in training")
-        features = [features[f] for f in self.in_features]
         if self.training:
             return proposals, self._forward_train(features, proposals, targets)
         return self._forward_test(features, proposals), {}
 
     # ---------------------------------------------------------------------------------------------
     # One (mask, category) pair: paper stages 2 and 3, or 4 and 5.
-    def _run_pair(self, features, proposals: List[Instances]):
+    def _run_pair(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
         boxes = [p.proposal_boxes for p in proposals]
         if self.training and self.end_to_end and self.box_grad_scale != 1.0:
             boxes = [Boxes(_ScaleGradient.apply(b.tensor, self.box_grad_scale)) for b in boxes]
-        x = self.pooler(features, boxes)
+        x = self.pooler([features[f] for f in self.in_features], boxes)
         mask_logits = self.mask_head(x)
+        if self.box_in_features:
+            x = self.pooler([features[f] for f in self.box_in_features], boxes)
         box_x = F.max_pool2d(x, self.box_feature_pool) if self.box_feature_pool > 1 else x
         # The masking layer (Eq. 3): the mask, averaged down to the RoI resolution, multiplies the feature.
         masks = F.adaptive_avg_pool2d(mask_logits.sigmoid()[:, None], box_x.shape[-2:])[:, 0]
