@@ -1,8 +1,8 @@
 # Cascade Mask R-CNN + semantic on coco128-seg (80 classes), the small CPU set-up of
 # configs/Balloon/cascade_mask_rcnn_semantic_R_18_FPN_small.py.
-from ..Balloon.cascade_mask_rcnn_semantic_R_18_FPN_small import lr_multiplier, optimizer, train
 from ..common.data.coco128_seg import NUM_CLASSES, SEMANTIC_NUM_CLASSES, dataloader
 from ..common.models.cascade_mask_rcnn_semantic_fpn import model, small_model
+from ..common.small_recipe import lr_multiplier, optimizer, train
 
 model = small_model(model, NUM_CLASSES, SEMANTIC_NUM_CLASSES)
 train.output_dir = "./output/coco128_cascade_mask_rcnn_semantic_R_18_FPN_small"

@@ -8,7 +8,7 @@ from detectron2.modeling.roi_heads import MaskRCNNConvUpsampleHead
 
 from cascades.modeling import FusedSemanticHead, SCNetROIHeads, SemanticRCNN
 
-from .small_resnet_fpn import small_resnet18_fpn
+from .small_resnet_fpn import small_resnet18_fpn, small_roi_heads
 
 model = get_config("common/models/cascade_rcnn.py").model
 model._target_ = SemanticRCNN
@@ -56,21 +56,11 @@ def small_model(model, num_classes: int, semantic_num_classes: int, width: int =
     proposals and RoIs. The structure (stages, heads, fusions) is unchanged.
     """
     small_resnet18_fpn(model, width, norm="BN", post_nms_topk=(200, 100))
+    small_roi_heads(model, num_classes, width)
     heads = model.roi_heads
-    heads.num_classes = num_classes
-    heads.batch_size_per_image = 64
     # Later stages keep all refined boxes (detectron2's cascade): with 64 RoIs per image there is
-    # little to subsample, and the small-model results in README ("SCNet, HTC ...") were measured so.
+    # little to subsample.
     heads.sample_every_stage = False
-    for box_head in heads.box_heads:
-        box_head.input_shape.channels = width
-        box_head.fc_dims = [256, 256]
-    for predictor in heads.box_predictors:
-        predictor.input_shape.channels = 256
-    mask_heads = heads.mask_head if "_target_" not in heads.mask_head else [heads.mask_head]
-    for mask_head in mask_heads:
-        mask_head.input_shape.channels = width
-        mask_head.conv_dims = [width] * len(mask_head.conv_dims)
     for relay in heads.get("feature_relays") or []:
         relay.in_channels, relay.out_channels = 256, width
     for branch in (heads.semantic_head, heads.get("global_context_head")):
