@@ -7,10 +7,11 @@ def _register_path_handlers():
     # mmdet://<checkpoint> for train.init_checkpoint, wherever detectron2 resolves checkpoint paths.
     from detectron2.utils.file_io import PathManager
 
-    from .checkpoint.path_handler import MMDET_PREFIX, MMDetPathHandler
+    from .checkpoint.path_handler import MMDetPathHandler
 
-    if MMDET_PREFIX not in PathManager._path_handlers:
-        PathManager.register_handler(MMDetPathHandler())
+    handler = MMDetPathHandler()
+    if not set(handler._get_supported_prefixes()) & set(PathManager._path_handlers):
+        PathManager.register_handler(handler)
 
 
 _register_path_handlers()

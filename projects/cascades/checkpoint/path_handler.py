@@ -9,22 +9,31 @@ import os
 
 from iopath.common.file_io import PathHandler
 
-__all__ = ["MMDET_PREFIX", "MMDetPathHandler"]
+__all__ = ["MMDET_PREFIX", "MMDetPathHandler", "mmdet_source"]
 
 MMDET_PREFIX = "mmdet://"
+# detectron2's checkpointer passes paths through urlparse(...).geturl(), which turns mmdet:///abs/path
+# into mmdet:/abs/path: the handler answers to the scheme and takes the rest as the source.
+_SCHEME = "mmdet:"
+
+
+def mmdet_source(path: str) -> str:
+    """The file or URL that ``mmdet://<source>`` (or its normalized ``mmdet:/abs/path``) names."""
+    source = path[len(_SCHEME):]
+    return source[2:] if source.startswith("//") else source
 
 
 class MMDetPathHandler(PathHandler):
     """Resolves ``mmdet://<source>`` to the cached conversion of ``<source>`` (a path or URL)."""
 
     def _get_supported_prefixes(self):
-        return [MMDET_PREFIX]
+        return [_SCHEME]
 
     def _get_local_path(self, path, force=False, **kwargs):
         from .mmdet_files import converted_checkpoint  # torch is imported only when a checkpoint is used
 
         self._check_kwargs(kwargs)
-        return converted_checkpoint(path[len(MMDET_PREFIX):])
+        return converted_checkpoint(mmdet_source(path))
 
     def _open(self, path, mode="r", buffering=-1, **kwargs):
         if "w" in mode or "a" in mode:
@@ -32,7 +41,7 @@ class MMDetPathHandler(PathHandler):
         return open(self._get_local_path(path), mode, buffering=buffering)
 
     def _exists(self, path, **kwargs):
-        source = path[len(MMDET_PREFIX):]
+        source = mmdet_source(path)
         return source.startswith(("http://", "https://")) or os.path.isfile(source)
 
     def _isfile(self, path, **kwargs):
