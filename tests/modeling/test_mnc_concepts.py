@@ -89,7 +89,8 @@ def test_sampled_rois_keep_the_box_graph_only_end_to_end(end_to_end):
 
 def test_end_to_end_losses_reach_the_rpn_and_stage_3_regressor_only_end_to_end():
     """Through the whole model: stage 2's mask loss reaches the RPN's delta conv only through the proposal
-    coordinates, stages 4/5 reach stage 3's regressor only through the regressed boxes."""
+    coordinates, stages 4/5 reach stage 3's regressor only through the regressed boxes; the masking
+    layer passes stage 3's loss into stage 2 in both modes."""
     grads = {}
     for end_to_end in (True, False):
         model = build(end_to_end=end_to_end)
@@ -100,6 +101,8 @@ def test_end_to_end_losses_reach_the_rpn_and_stage_3_regressor_only_end_to_end()
             torch.autograd.grad(losses[k], [w], retain_graph=True, allow_unused=True)[0]
             for k, w in (("loss_mask_stage0", rpn_deltas), ("loss_mask_stage1", regressor), ("loss_cls_stage1", regressor))
         ]
+        (masking,) = torch.autograd.grad(losses["loss_cls_stage0"], [model.roi_heads.mask_head.predictor.weight])
+        assert masking.abs().sum() > 0
     assert all(g is not None and g.abs().sum() > 0 for g in grads[True])
     assert all(g is None for g in grads[False])
 

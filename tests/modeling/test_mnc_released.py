@@ -156,9 +156,13 @@ def test_every_configured_loss_weight_scales_its_losses_only():
 
 # -------------------------------------------------------------------------------------------------
 # Configs and yacs
-@pytest.mark.parametrize("config", ["configs/VOC-SBD/mnc_VGG16_5stage_e2e.py", "configs/VOC-SBD/mnc_VGG16_3stage_e2e.py",
-                                    "configs/COCO-InstanceSegmentation/mnc_R_50_FPN_1x.py"])
-def test_paper_setting_configs_train_as_released_where_the_paper_is_silent(config):
+@pytest.mark.parametrize("config, num_stages, end_to_end", [
+    ("configs/VOC-SBD/mnc_VGG16_5stage_e2e.py", 5, True),  # Table 1 (d)
+    ("configs/VOC-SBD/mnc_VGG16_3stage_e2e.py", 3, True),  # Table 1 (c)
+    ("configs/VOC-SBD/mnc_VGG16_5stage_detached.py", 5, False),
+    ("configs/COCO-InstanceSegmentation/mnc_R_50_FPN_1x.py", 5, True),
+])
+def test_paper_setting_configs_train_as_released_where_the_paper_is_silent(config, num_stages, end_to_end):
     cfg = LazyConfig.load(os.path.join(REPO, config)).model
     heads, rpn = cfg.roi_heads, cfg.proposal_generator
     assert heads.box_grad_clip == rpn.box_grad_clip == 1 / 512 and heads.box_grad_scale == 1.0
@@ -166,6 +170,19 @@ def test_paper_setting_configs_train_as_released_where_the_paper_is_silent(confi
     assert list(heads.proposal_matcher.thresholds) == [0.1, 0.5] and list(heads.proposal_matcher.labels) == [-1, 0, 1]
     assert heads.box_predictor.smooth_l1_beta == 1.0 and rpn.smooth_l1_beta == pytest.approx(1 / 9)
     assert rpn.min_box_size == 16 and heads.mask_loss_weight == 1.0 and heads.mask_head.mask_size == 28
+    # The paper's own values (Secs. 3-6).
+    assert tuple(rpn.post_nms_topk) == (300, 300) and rpn.nms_thresh == 0.7 and rpn.batch_size_per_image == 256
+    assert heads.batch_size_per_image == 64 and heads.pooler.output_size == 28 and heads.pooler.pool_size == 2
+    assert heads.box_predictor.test_nms_thresh == 0.3 and heads.vote_iou_thresh == 0.5 and cfg.mask_threshold == 0.4
+    assert heads.num_stages == num_stages and heads.test_num_stages == 5 and heads.end_to_end == end_to_end
+    assert heads.mask_head.fc_dim == 256
+
+
+def test_released_variant_config():
+    cfg = LazyConfig.load(os.path.join(REPO, "configs/VOC-SBD/mnc_VGG16_5stage_e2e_released.py"))
+    heads = cfg.model.roi_heads
+    assert heads.mask_head.mask_size == 21 and heads.mask_loss_weight == 2.0 and heads.pooler.sample_at == "start"
+    assert cfg.train.max_iter == 25000 and cfg.dataloader.train.total_batch_size == 8
 
 
 def _yacs_cfg(**mnc):

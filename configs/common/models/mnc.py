@@ -63,6 +63,7 @@ model.roi_heads = L(MNCROIHeads)(
     # NMS on the boxes the masks were predicted in, voters binarized at 0.4, mask-tight output boxes;
     # "paper": NMS on the class-regressed boxes, soft masks averaged.
     vote_mode="released",
+    vote_iou_thresh=0.5,
 )
 
 
