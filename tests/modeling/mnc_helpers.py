@@ -5,7 +5,7 @@ import os
 import torch
 
 from detectron2.config import LazyCall as L
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import LazyConfig, get_cfg, instantiate
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
@@ -14,7 +14,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from cascades.layers import RoIWarpPooler
-from cascades.modeling.mnc import MNCBoxHead, MNCMaskHead, MNCROIHeads
+from cascades.modeling.mnc import MNCBoxHead, MNCMaskHead, MNCROIHeads, add_mnc_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIZE = 128
@@ -116,3 +116,19 @@ def controlled_heads(num_classes=2, channels=1, mask_size=2, fc_dim=4, box_featu
     )
     kwargs.update(options)
     return MNCROIHeads(**kwargs)
+
+
+def yacs_mnc_config(fc_dim=16, **mnc):
+    """A yacs config of MNC on VGG-16 (add_mnc_config's keys), MODEL.MNC keys set from ``mnc``."""
+    cfg = add_mnc_config(get_cfg())
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.META_ARCHITECTURE = "MNC"
+    cfg.MODEL.BACKBONE.NAME = "build_vgg16_backbone"
+    cfg.MODEL.PROPOSAL_GENERATOR.NAME = "MNCRPN"
+    cfg.MODEL.RPN.IN_FEATURES = ["conv5"]
+    cfg.MODEL.ROI_HEADS.NAME = "MNCROIHeads"
+    cfg.MODEL.ROI_HEADS.IN_FEATURES = ["conv5"]
+    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = fc_dim
+    for key, value in mnc.items():
+        cfg.MODEL.MNC[key] = value
+    return cfg

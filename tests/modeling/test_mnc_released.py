@@ -6,16 +6,17 @@ import os
 import pytest
 import torch
 
-from detectron2.config import LazyConfig, get_cfg, instantiate
+from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import build_model
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import BitMasks, Boxes
 from detectron2.utils.events import EventStorage
 
-from cascades.modeling.mnc import MNC, add_mnc_config
+from cascades.modeling.mnc import MNC
 from cascades.modeling.mnc_mask_voting import nms_and_mask_voting
 from cascades.modeling.mnc_roi_heads import sample_released
-from mnc_helpers import REPO, build, controlled_heads, default_batch, make_target, proposals, train_losses
+from mnc_helpers import (REPO, build, controlled_heads, default_batch, make_target, proposals, train_losses,
+                         yacs_mnc_config)
 
 RELEASED_MATCHER = Matcher([0.1, 0.5], [-1, 0, 1], allow_low_quality_matches=False)
 
@@ -185,30 +186,15 @@ def test_released_variant_config():
     assert cfg.train.max_iter == 25000 and cfg.dataloader.train.total_batch_size == 8
 
 
-def _yacs_cfg(**mnc):
-    cfg = add_mnc_config(get_cfg())
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.META_ARCHITECTURE = "MNC"
-    cfg.MODEL.BACKBONE.NAME = "build_vgg16_backbone"
-    cfg.MODEL.PROPOSAL_GENERATOR.NAME = "MNCRPN"
-    cfg.MODEL.RPN.IN_FEATURES = ["conv5"]
-    cfg.MODEL.ROI_HEADS.NAME = "MNCROIHeads"
-    cfg.MODEL.ROI_HEADS.IN_FEATURES = ["conv5"]
-    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 16
-    for key, value in mnc.items():
-        cfg.MODEL.MNC[key] = value
-    return cfg
-
-
 def test_yacs_keys_reach_the_modules():
-    model = build_model(_yacs_cfg(BOX_GRAD_CLIP=1 / 512, SAMPLING="released", VOTE_MODE="released"))
+    model = build_model(yacs_mnc_config(BOX_GRAD_CLIP=1 / 512, SAMPLING="released", VOTE_MODE="released"))
     assert isinstance(model, MNC)
     heads, rpn = model.roi_heads, model.proposal_generator
     assert heads.box_grad_clip == rpn.box_grad_clip == 1 / 512
     assert heads.sampling == "released" and heads.vote_mode == "released"
     assert list(heads.proposal_matcher.labels) == [-1, 0, 1] and heads.proposal_matcher.thresholds[1:-1] == [0.1, 0.5]
     assert heads.box_predictor.smooth_l1_beta == 1.0 and rpn.smooth_l1_beta == pytest.approx(1 / 9)
-    default = build_model(_yacs_cfg())
+    default = build_model(yacs_mnc_config())
     assert default.roi_heads.box_grad_clip is None and default.roi_heads.sampling == "detectron2"
 
 
@@ -232,5 +218,5 @@ def test_bad_mode_is_named_at_construction(name, value):
 
 def test_yacs_bad_vote_mode_is_named():
     with pytest.raises(ValueError, match="vote_mode must be one of 'paper', 'released'; got 'x'"):
-        build_model(_yacs_cfg(VOTE_MODE="x"))
+        build_model(yacs_mnc_config(VOTE_MODE="x"))
 

@@ -11,7 +11,7 @@ from detectron2.utils.events import EventStorage
 
 from cascades.modeling.mnc import MNC, VGG16, add_mnc_config
 from detectron2.modeling import build_model
-from mnc_helpers import make_batch, make_target
+from mnc_helpers import make_batch, make_target, yacs_mnc_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -71,19 +71,10 @@ def _train_and_test(model, classes):
 
 
 def test_mnc_from_yacs():
-    cfg = add_mnc_config(get_cfg())
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.META_ARCHITECTURE = "MNC"
-    cfg.MODEL.BACKBONE.NAME = "build_vgg16_backbone"
-    cfg.MODEL.PROPOSAL_GENERATOR.NAME = "MNCRPN"
-    cfg.MODEL.RPN.IN_FEATURES = ["conv5"]
+    cfg = yacs_mnc_config(fc_dim=64, NUM_STAGES=3)
     cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 20
     cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[32, 64, 128]]
-    cfg.MODEL.ROI_HEADS.NAME = "MNCROIHeads"
-    cfg.MODEL.ROI_HEADS.IN_FEATURES = ["conv5"]
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
-    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 64
-    cfg.MODEL.MNC.NUM_STAGES = 3
     torch.manual_seed(0)
     model = build_model(cfg)
     assert isinstance(model, MNC) and model.roi_heads.box_predictor.test_nms_thresh == 0.3
