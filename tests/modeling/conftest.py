@@ -1,9 +1,11 @@
 """Fixtures for the SCNet / HTC tests: small real models, a few real images, a training loop."""
 import copy
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torchvision.ops import roi_align
 
 import detectron2.data.transforms as T
 from detectron2.config import LazyConfig
@@ -163,6 +165,12 @@ def synthetic_batch(num_images=2, size=128, channels=64, num_classes=1, seed=0):
 
 
 @pytest.fixture
+def batch_maker():
+    """:func:`synthetic_batch`."""
+    return synthetic_batch
+
+
+@pytest.fixture
 def roi_heads_and_batch():
     """``roi_heads_and_batch(method, **overrides)``: small ROI heads (train mode) and a batch."""
     from detectron2.config import instantiate
@@ -177,3 +185,61 @@ def roi_heads_and_batch():
         return heads, synthetic_batch(num_classes=num_classes)
 
     return make
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """``spy(obj, name)``: wraps the method ``obj.name`` (e.g. a module's ``forward``) for this test;
+    returns the list of its calls, each with ``args``, ``kwargs`` and ``out``."""
+
+    def install(obj, name):
+        calls = []
+        real = getattr(obj, name)
+
+        def wrapper(*args, **kwargs):
+            out = real(*args, **kwargs)
+            calls.append(SimpleNamespace(args=args, kwargs=kwargs, out=out))
+            return out
+
+        monkeypatch.setattr(obj, name, wrapper)
+        return calls
+
+    return install
+
+
+def roi_features_with_context(heads, features, boxes, pooler):
+    """RoI features as the HTC/SCNet papers fuse them, computed apart from the heads' own code: the
+    pooled FPN features, plus the semantic embedding RoI-aligned at stride 8, plus the image's
+    global-context vector (where the heads have those branches)."""
+    from detectron2.modeling.poolers import convert_boxes_to_pooler_format
+
+    x = pooler([features[f] for f in heads.box_in_features], boxes)
+    rois = convert_boxes_to_pooler_format(boxes)
+    if heads.semantic_head is not None:
+        _, embedding = heads.semantic_head(features)
+        x = x + roi_align(embedding, rois, tuple(x.shape[-2:]), spatial_scale=1 / 8, sampling_ratio=0,
+                          aligned=True)
+    if heads.global_context_head is not None:
+        _, vectors = heads.global_context_head(features)
+        x = x + vectors[rois[:, 0].long()][:, :, None, None]
+    return x
+
+
+@pytest.fixture
+def with_context():
+    """``with_context(heads, features, boxes, pooler)``: :func:`roi_features_with_context`."""
+    return roi_features_with_context
+
+
+def matched_targets(targets, proposals):
+    """Each proposal's GT, the one it overlaps most (the matchers' choice), per image: its row in the
+    image's targets."""
+    from detectron2.structures import pairwise_iou
+
+    return [pairwise_iou(t.gt_boxes, p.proposal_boxes).argmax(dim=0) for t, p in zip(targets, proposals)]
+
+
+@pytest.fixture
+def matched():
+    """``matched(targets, proposals)``: :func:`matched_targets`."""
+    return matched_targets

@@ -1,33 +1,51 @@
-"""SCNet / Cascade Mask R-CNN (+ semantic) ROI heads on a controlled input: losses, samples, outputs."""
+"""SCNet / Cascade Mask R-CNN (+ semantic) ROI heads on a controlled input: which samples and features
+each head sees, and what the model outputs, against values computed apart from the heads' code."""
 import pytest
 import torch
 
 from detectron2.layers import cat
 from detectron2.modeling.roi_heads import select_foreground_proposals
+from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
+from detectron2.modeling.roi_heads.mask_head import mask_rcnn_loss
+from detectron2.structures import Boxes, pairwise_iou
 from detectron2.utils.events import EventStorage
 
-from cascades.modeling import SCNetROIHeads
-from cascades.modeling import semantic_cascade_roi_heads
-
 BOX_LOSSES = {f"loss_{n}_stage{k}" for n in ("cls", "box_reg") for k in range(3)}
+MASK_STAGE_LOSSES = {"loss_mask_stage0", "loss_mask_stage1", "loss_mask_stage2"}
 
 
 def run(heads, batch, seed=0):
     features, proposals, targets = batch
-    sem_seg = torch.randint(0, 2, (len(targets), *targets[0].image_size), generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    sem_seg = torch.randint(0, 2, (len(targets), *targets[0].image_size), generator=g)
     torch.manual_seed(seed)  # the RoI sampler draws at random
     with EventStorage():
         _, losses = heads(None, features, proposals, targets, sem_seg)
     return losses
 
 
+def infer(heads, features, proposals):
+    heads.eval()
+    with torch.no_grad():
+        instances, _ = heads(None, features, proposals)
+    assert sum(len(x) for x in instances) > 0
+    return instances
+
+
+def stages_of(cascade_calls):
+    """The CascadeStage records of the (only) call of ``_run_cascade``."""
+    (call,) = cascade_calls
+    return call.out[1]
+
+
 @pytest.mark.parametrize(
     "method,overrides,expected",
     [
         ("scnet", {}, BOX_LOSSES | {"loss_mask", "loss_semantic_seg", "loss_glbctx"}),
-        ("cascade", {}, BOX_LOSSES | {"loss_mask_stage0", "loss_mask_stage1", "loss_mask_stage2", "loss_semantic_seg"}),
-        ("cascade", {"sample_consistent": True}, BOX_LOSSES | {"loss_mask_stage0", "loss_mask_stage1", "loss_mask_stage2", "loss_semantic_seg"}),
-        ("scnet", {"global_context_head": None, "feature_relays": None}, BOX_LOSSES | {"loss_mask", "loss_semantic_seg"}),
+        ("cascade", {}, BOX_LOSSES | MASK_STAGE_LOSSES | {"loss_semantic_seg"}),
+        ("cascade", {"sample_consistent": True}, BOX_LOSSES | MASK_STAGE_LOSSES | {"loss_semantic_seg"}),
+        ("scnet", {"global_context_head": None, "feature_relays": None},
+         BOX_LOSSES | {"loss_mask", "loss_semantic_seg"}),
         ("scnet", {"semantic_head": None}, BOX_LOSSES | {"loss_mask", "loss_glbctx"}),
     ],
 )
@@ -38,130 +56,151 @@ def test_loss_names(method, overrides, expected, roi_heads_and_batch):
     assert all(torch.isfinite(v) for v in losses.values())
 
 
-def test_total_loss_is_the_papers_weighted_sum(roi_heads_and_batch):
-    """L = sum_t alpha_t (L_cls + L_reg) + beta L_mask + gamma L_sem + lambda L_glbctx (Eq. 3, 4)."""
-    heads, batch = roi_heads_and_batch("scnet")
-    assert heads.stage_loss_weights == [1.0, 0.5, 0.25]
-    assert heads.mask_loss_weights == [1.75]
-    assert heads.semantic_head.loss_weight == 0.2
-    assert heads.global_context_head.loss_weight == 3.0
-    weighted = run(heads, batch)
-
-    heads.stage_loss_weights = [1.0, 1.0, 1.0]
-    heads.mask_loss_weights = [1.0]
-    heads.semantic_head.loss_weight = 1.0
-    heads.global_context_head.loss_weight = 1.0
-    raw = run(heads, batch)
-
-    expected = sum(
-        a * (raw[f"loss_cls_stage{t}"] + raw[f"loss_box_reg_stage{t}"])
-        for t, a in enumerate([1.0, 0.5, 0.25])
-    )
-    expected = expected + 1.75 * raw["loss_mask"] + 0.2 * raw["loss_semantic_seg"] + 3 * raw["loss_glbctx"]
-    assert sum(weighted.values()).item() == pytest.approx(expected.item(), rel=1e-5)
-    assert raw["loss_mask"].item() > 0 and raw["loss_box_reg_stage2"].item() > 0
-
-
-def _record_stages(heads, monkeypatch):
-    recorded = {}
-    run_cascade = heads._run_cascade
-
-    def spy(*args, **kwargs):
-        recorded["stages"] = run_cascade(*args, **kwargs)
-        return recorded["stages"]
-
-    monkeypatch.setattr(heads, "_run_cascade", spy)
-    return recorded
-
-
-def _record_calls(module, monkeypatch):
-    calls = []
-    forward = module.forward
-
-    def spy(*args, **kwargs):
-        calls.append(args)
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(module, "forward", spy)
-    return calls
+@pytest.mark.parametrize("method", ["scnet", "cascade"])
+def test_every_stages_box_head_sees_pooled_features_plus_image_context(method, roi_heads_and_batch, spy,
+                                                                      with_context):
+    """SCNet: semantic embedding and global-context vector added to every box RoI feature; the
+    Cascade baseline: the semantic embedding."""
+    heads, batch = roi_heads_and_batch(method)
+    features, _, _ = batch
+    cascade = spy(heads, "_run_cascade")
+    inputs = [spy(head, "forward") for head in heads.box_head]
+    run(heads, batch)
+    for k, stage in enumerate(stages_of(cascade)):
+        boxes = [p.proposal_boxes for p in stage.proposals]
+        (call,) = inputs[k]
+        expected = with_context(heads, features, boxes, heads.box_pooler)
+        assert torch.allclose(call.args[0], expected, atol=1e-5)
+        plain = heads.box_pooler([features[f] for f in heads.box_in_features], boxes)
+        assert not torch.allclose(call.args[0], plain, atol=1e-2)  # the context is not negligible
 
 
 @pytest.mark.parametrize("method,overrides", [("scnet", {}), ("cascade", {"sample_consistent": True})])
-def test_mask_heads_receive_exactly_the_last_stages_positives(method, overrides, roi_heads_and_batch, monkeypatch):
+def test_mask_heads_are_trained_on_the_last_box_stages_positives(method, overrides, roi_heads_and_batch, spy,
+                                                                 with_context, matched):
+    """Sample consistency: the mask heads see exactly the last box stage's positive samples (IoU >= 0.7),
+    with their matched GT's masks, on RoI features + image context (+ SCNet's relayed box features);
+    SCNet's mask loss is beta = 1.75 times the mask loss of those samples."""
     heads, batch = roi_heads_and_batch(method, **overrides)
-    stages = _record_stages(heads, monkeypatch)
-    calls = [_record_calls(head, monkeypatch) for head in heads.mask_head]
-    run(heads, batch)
-    last = stages["stages"][-1].proposals
-    expected, _ = select_foreground_proposals(last, heads.num_classes)
+    features, _, targets = batch
+    cascade = spy(heads, "_run_cascade")
+    calls = [spy(head, "forward") for head in heads.mask_head]
+    losses = run(heads, batch)
+    last = stages_of(cascade)[-1]
+    expected, is_fg = select_foreground_proposals(last.proposals, heads.num_classes)
     assert sum(len(p) for p in expected) > 0
+    boxes = [p.proposal_boxes for p in expected]
+    x = with_context(heads, features, boxes, heads.mask_pooler)
+    if heads.feature_relays is not None:
+        x = x + heads.feature_relays[0](last.box_features[cat(is_fg)])
     for head_calls in calls:
-        (x, instances), = head_calls
-        assert x.shape[0] == sum(len(p) for p in expected)
-        for got, want in zip(instances, expected):
+        ((got_x, instances),) = [c.args for c in head_calls]
+        assert torch.allclose(got_x, x, atol=1e-5)
+        for got, want, target, idx in zip(instances, expected, targets, matched(targets, expected)):
             assert torch.equal(got.proposal_boxes.tensor, want.proposal_boxes.tensor)
-            assert torch.equal(got.gt_classes, want.gt_classes)
-            assert (got.gt_classes < heads.num_classes).all()
-    # and these are stage 2's samples: every box overlaps its gt by >= the stage's IoU (0.7)
-    from detectron2.structures import pairwise_iou
+            assert torch.equal(got.gt_classes, target.gt_classes[idx])
+            assert torch.equal(got.gt_masks.tensor, target.gt_masks.tensor[idx])
+            assert (pairwise_iou(got.proposal_boxes, target.gt_boxes).max(dim=1).values >= 0.7).all()
+    if method == "scnet":
+        with EventStorage():
+            loss = 1.75 * mask_rcnn_loss(heads.mask_head[0].layers(x), instances)
+        assert losses["loss_mask"].item() == pytest.approx(loss.item(), rel=1e-5)
 
-    for inst in expected:
-        iou = pairwise_iou(inst.proposal_boxes, inst.gt_boxes).diagonal()
-        assert (iou >= 0.7).all()
 
-
-def test_cascade_baseline_mask_head_t_gets_stage_t_positives(roi_heads_and_batch, monkeypatch):
+def test_cascade_baseline_mask_head_t_gets_stage_t_positives(roi_heads_and_batch, spy, matched):
     heads, batch = roi_heads_and_batch("cascade")
-    stages = _record_stages(heads, monkeypatch)
-    calls = [_record_calls(head, monkeypatch) for head in heads.mask_head]
+    _, _, targets = batch
+    cascade = spy(heads, "_run_cascade")
+    calls = [spy(head, "forward") for head in heads.mask_head]
     run(heads, batch)
     for t, head_calls in enumerate(calls):
-        expected, _ = select_foreground_proposals(stages["stages"][t].proposals, heads.num_classes)
-        (_, instances), = head_calls
-        for got, want in zip(instances, expected):
+        expected, _ = select_foreground_proposals(stages_of(cascade)[t].proposals, heads.num_classes)
+        ((_, instances),) = [c.args for c in head_calls]
+        for got, want, target, idx in zip(instances, expected, targets, matched(targets, expected)):
             assert torch.equal(got.proposal_boxes.tensor, want.proposal_boxes.tensor)
+            assert torch.equal(got.gt_masks.tensor, target.gt_masks.tensor[idx])
 
 
-def test_feature_relay_only_for_positives(roi_heads_and_batch, monkeypatch):
+def test_feature_relay_relays_only_the_positives(roi_heads_and_batch, spy):
     heads, batch = roi_heads_and_batch("scnet")
-    stages = _record_stages(heads, monkeypatch)
-    relay_calls = _record_calls(heads.feature_relays[0], monkeypatch)
+    cascade = spy(heads, "_run_cascade")
+    relay_calls = spy(heads.feature_relays[0], "forward")
     run(heads, batch)
-    last = stages["stages"][-1]
+    last = stages_of(cascade)[-1]
     _, is_fg = select_foreground_proposals(last.proposals, heads.num_classes)
     is_fg = cat(is_fg)
     assert 0 < is_fg.sum() < len(is_fg)
-    ((relayed,),) = relay_calls
+    ((relayed,),) = [c.args for c in relay_calls]
     assert torch.equal(relayed, last.box_features[is_fg])
 
 
-def test_inference_as_the_paper(roi_heads_and_batch, monkeypatch):
+def _cascade_by_hand(heads, features, proposals, with_context):
+    """The three box stages at test time, from the heads' weights only: each stage pools its input
+    boxes (+ context), classifies and regresses them; its clipped boxes are the next stage's input.
+    Returns each stage's class probabilities and the last stage's boxes."""
+    sizes = [p.image_size for p in proposals]
+    boxes = [p.proposal_boxes for p in proposals]
+    probs = []
+    for k in range(3):
+        x = heads.box_head[k](with_context(heads, features, boxes, heads.box_pooler))
+        predictor = heads.box_predictor[k]
+        scores, deltas = predictor(x)
+        counts = [len(b) for b in boxes]
+        probs.append(scores.softmax(dim=1).split(counts))
+        regressed = predictor.box2box_transform.apply_deltas(deltas, cat([b.tensor for b in boxes]))
+        boxes = []
+        for b, size in zip(regressed.split(counts), sizes):
+            b = Boxes(b)
+            b.clip(size)
+            boxes.append(b)
+    return probs, [b.tensor for b in boxes]
+
+
+def test_scores_are_the_mean_of_the_three_stage_classifiers_with_the_last_stages_boxes(roi_heads_and_batch,
+                                                                                       with_context):
     heads, (features, proposals, _) = roi_heads_and_batch("scnet", num_classes=3)
-    heads.eval()
+    instances = infer(heads, features, proposals)
     predictor = heads.box_predictor[-1]
-    assert (predictor.test_score_thresh, predictor.test_nms_thresh, predictor.test_topk_per_image) == (0.001, 0.5, 100)
-    stages = _record_stages(heads, monkeypatch)
-    captured = {}
-    real_inference = semantic_cascade_roi_heads.fast_rcnn_inference
-
-    def spy(boxes, scores, *args):
-        captured["boxes"], captured["scores"] = boxes, scores
-        return real_inference(boxes, scores, *args)
-
-    monkeypatch.setattr(semantic_cascade_roi_heads, "fast_rcnn_inference", spy)
+    test_settings = (predictor.test_score_thresh, predictor.test_nms_thresh, predictor.test_topk_per_image)
+    assert test_settings == (0.001, 0.5, 100)
     with torch.no_grad():
-        instances, _ = heads(None, features, proposals)
-    # class score = mean of the three stage classifiers; boxes = the last stage's
-    per_stage = [heads.box_predictor[k].predict_probs(s.predictions, s.proposals) for k, s in enumerate(stages["stages"])]
-    for i in range(len(proposals)):
-        mean = sum(p[i] for p in per_stage) / 3
-        assert torch.allclose(captured["scores"][i], mean)
-        assert torch.equal(captured["boxes"][i], stages["stages"][-1].pred_boxes[i])
+        probs, boxes = _cascade_by_hand(heads, features, proposals, with_context)
+    scores = [sum(per_image) / 3 for per_image in zip(*probs)]
+    expected, _ = fast_rcnn_inference(boxes, scores, [p.image_size for p in proposals], 0.001, 0.5, 100)
+    for got, want in zip(instances, expected):
+        assert 0 < len(got) <= 100
+        assert torch.allclose(got.pred_boxes.tensor, want.pred_boxes.tensor, atol=1e-4)
+        assert torch.allclose(got.scores, want.scores, atol=1e-6)
+        assert torch.equal(got.pred_classes, want.pred_classes)
+
+
+def test_scnet_segments_the_final_detections(roi_heads_and_batch, with_context):
+    """At test time the one mask head sees the final detections' RoI features + context + the relay
+    of the last stage's box-head features recomputed on those detections."""
+    heads, (features, proposals, _) = roi_heads_and_batch("scnet", num_classes=3)
+    instances = infer(heads, features, proposals)
+    boxes = [x.pred_boxes for x in instances]
+    with torch.no_grad():
+        last_box_features = heads.box_head[2](with_context(heads, features, boxes, heads.box_pooler))
+        relayed = heads.feature_relays[0](last_box_features)
+        x = with_context(heads, features, boxes, heads.mask_pooler) + relayed
+        logits = heads.mask_head[0].layers(x)
+    classes = cat([i.pred_classes for i in instances])
+    expected = logits[torch.arange(len(classes)), classes].sigmoid()
     for inst in instances:
         assert set(inst.get_fields()) == {"pred_boxes", "scores", "pred_classes", "pred_masks"}
-        assert 0 < len(inst) <= 100 and (inst.scores > 0.001).all()
         assert inst.pred_masks.shape[1:] == (1, 28, 28)
-        assert ((inst.pred_masks >= 0) & (inst.pred_masks <= 1)).all()
+    assert torch.allclose(cat([i.pred_masks[:, 0] for i in instances]), expected, atol=1e-6)
+
+
+def test_cascade_mask_ensemble_is_the_mean_of_the_heads_probabilities(roi_heads_and_batch, with_context):
+    heads, (features, proposals, _) = roi_heads_and_batch("cascade", num_classes=2)
+    instances = infer(heads, features, proposals)
+    classes = cat([i.pred_classes for i in instances])
+    with torch.no_grad():
+        x = with_context(heads, features, [i.pred_boxes for i in instances], heads.mask_pooler)
+        probs = [head.layers(x)[torch.arange(len(classes)), classes].sigmoid() for head in heads.mask_head]
+    assert torch.allclose(cat([i.pred_masks[:, 0] for i in instances]), sum(probs) / 3, atol=1e-6)
 
 
 def test_image_without_annotations_and_absent_classes(roi_heads_and_batch):
@@ -179,14 +218,25 @@ def test_invalid_configurations_are_rejected(roi_heads_and_batch):
         roi_heads_and_batch("cascade", feature_relays=[{"_target_": "cascades.modeling.FeatureRelayHead"}])
     with pytest.raises(ValueError, match="stage_loss_weights"):
         roi_heads_and_batch("scnet", stage_loss_weights=[1.0])
-    assert issubclass(SCNetROIHeads, semantic_cascade_roi_heads.SemanticCascadeROIHeads)
 
 
-def test_sample_every_stage_subsamples_later_stages(roi_heads_and_batch, monkeypatch):
-    heads, batch = roi_heads_and_batch("scnet", sample_every_stage=True, batch_size_per_image=16)
-    stages = _record_stages(heads, monkeypatch)
-    run(heads, batch)
-    for stage in stages["stages"]:
-        for proposals in stage.proposals:
-            positives = (proposals.gt_classes < heads.num_classes).sum()
-            assert len(proposals) <= 16 and positives <= 4
+def test_sample_every_stage_subsamples_later_stages_like_the_first(roi_heads_and_batch, matched):
+    """With ``sample_every_stage`` a later stage keeps min(positives, 25% of 16) positives and fills
+    up to 16 with negatives, like the first stage's sampler; without it, every box. Either way each
+    box carries its matched GT's class, box and mask."""
+    _, (_, _, targets) = roi_heads_and_batch("scnet")
+    target = targets[0]
+    g = torch.Generator().manual_seed(0)
+    far = torch.tensor([[100.0, 0, 127, 10]]) + torch.rand(30, 4, generator=g)  # negatives at IoU 0.6
+    boxes = torch.cat([target.gt_boxes.tensor.repeat(4, 1) + torch.rand(12, 4, generator=g), far])
+    for every, expected in ((True, (4, 12)), (False, (12, 30))):
+        heads, _ = roi_heads_and_batch("scnet", sample_every_stage=every, batch_size_per_image=16)
+        (proposals,) = heads._create_proposals_from_boxes([boxes], [target.image_size])
+        with EventStorage():
+            (labelled,) = heads._match_and_label_boxes([proposals], 1, [target])
+        positive = labelled.gt_classes < heads.num_classes
+        assert (int(positive.sum()), int((~positive).sum())) == expected
+        (idx,) = matched([target], [labelled])
+        assert torch.equal(labelled.gt_classes[positive], target.gt_classes[idx][positive])
+        assert torch.equal(labelled.gt_boxes.tensor, target.gt_boxes.tensor[idx])
+        assert torch.equal(labelled.gt_masks.tensor, target.gt_masks.tensor[idx])

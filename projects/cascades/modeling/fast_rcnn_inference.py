@@ -2,17 +2,38 @@
 
 The cascades segment detections down to a score of 0.001 (the released SCNet/HTC test config), so an
 image's 1000 RoIs x 80 classes give tens of thousands of candidates, for which detectron2's
-``batched_nms`` runs one NMS per class. Same detections, same order (up to equal scores).
+``batched_nms`` runs one NMS per class. detectron2's per-image function is run as it is, with only its
+``batched_nms`` bound to the top-k NMS: same detections, same order (up to equal scores).
 """
+import types
 from typing import List, Tuple
 
 import torch
 
-from detectron2.structures import Boxes, Instances
+from detectron2.modeling.roi_heads import fast_rcnn
 
 from ..layers.nms import batched_nms_topk
 
-__all__ = ["fast_rcnn_inference"]
+__all__ = ["fast_rcnn_inference", "with_globals"]
+
+
+def with_globals(function: types.FunctionType, **names) -> types.FunctionType:
+    """``function``'s own code, with some of the global names it looks up bound to other objects.
+
+    Calls detectron2's code with one callee swapped, where detectron2 offers no hook, instead of a copy
+    of it. Raises if ``function`` no longer looks up one of ``names`` (a detectron2 update renamed it):
+    the swap would silently do nothing.
+    """
+    unknown = sorted(set(names) - set(function.__code__.co_names))
+    if unknown:
+        raise RuntimeError(f"{function.__module__}.{function.__qualname__} does not look up {unknown}")
+    return types.FunctionType(
+        function.__code__,
+        {**function.__globals__, **names},
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
 
 
 def fast_rcnn_inference(
@@ -26,29 +47,16 @@ def fast_rcnn_inference(
     """Arguments and results as ``detectron2.modeling.roi_heads.fast_rcnn.fast_rcnn_inference``, except
     that the kept-row indices count every input row (detectron2's count the rows left after dropping
     those with non-finite boxes or scores)."""
-    results = [
-        _single_image(b, s, shape, score_thresh, nms_thresh, topk_per_image)
-        for b, s, shape in zip(boxes, scores, image_shapes)
-    ]
-    return [r[0] for r in results], [r[1] for r in results]
 
+    def nms(boxes, scores, classes, iou_thresh):
+        # detectron2 keeps the first topk_per_image of what this returns: the top-k NMS computes those.
+        return batched_nms_topk(boxes, scores, classes, iou_thresh, topk_per_image)
 
-def _single_image(boxes, scores, image_shape, score_thresh, nms_thresh, topk_per_image):
-    valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
-    rows = valid.nonzero()[:, 0]
-    boxes, scores = boxes[rows], scores[rows, :-1]  # the last column is background
-    num_reg_classes = boxes.shape[1] // 4
-    clipped = Boxes(boxes.reshape(-1, 4))
-    clipped.clip(image_shape)
-    boxes = clipped.tensor.view(-1, num_reg_classes, 4)
-
-    row, cls = (scores > score_thresh).nonzero(as_tuple=True)
-    boxes = boxes[row, cls if num_reg_classes > 1 else 0]
-    scores = scores[row, cls]
-    keep = batched_nms_topk(boxes, scores, cls, nms_thresh, topk_per_image)
-
-    result = Instances(image_shape)
-    result.pred_boxes = Boxes(boxes[keep])
-    result.scores = scores[keep]
-    result.pred_classes = cls[keep]
-    return result, rows[row[keep]]
+    single_image = with_globals(fast_rcnn.fast_rcnn_inference_single_image, batched_nms=nms)
+    instances, kept_rows = [], []
+    for b, s, shape in zip(boxes, scores, image_shapes):
+        result, rows = single_image(b, s, shape, score_thresh, nms_thresh, topk_per_image)
+        valid_rows = (torch.isfinite(b).all(dim=1) & torch.isfinite(s).all(dim=1)).nonzero()[:, 0]
+        instances.append(result)
+        kept_rows.append(valid_rows[rows])
+    return instances, kept_rows

@@ -3,6 +3,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, select_foreground_proposals
 from detectron2.modeling.roi_heads.mask_head import mask_rcnn_loss
+from detectron2.utils.events import get_event_storage
 
 from .htc_mask_head import HTCMaskHead
 from .semantic_cascade_roi_heads import SemanticCascadeROIHeads
@@ -57,14 +58,16 @@ class HTCROIHeads(SemanticCascadeROIHeads):
 
     def _mask_losses(self, features, stages, context, targets):
         losses = {}
-        for t, stage in enumerate(stages):
-            sizes = [x.image_size for x in stage.proposals]
-            proposals = self._create_proposals_from_boxes(stage.pred_boxes, sizes)
-            proposals = self._match_and_label_boxes(proposals, t, targets, log_stats=False)
+        for t, (stage, head) in enumerate(zip(stages, self.mask_head)):
+            regressed = self.box_predictor[t].predict_boxes(stage.predictions, stage.proposals)
+            proposals = self._create_proposals_from_boxes(regressed, [x.image_size for x in stage.proposals])
+            # Logged apart from the box stages' samples: the positives mask stage t trains on.
+            with get_event_storage().name_scope("mask_branch"):
+                proposals = self._match_and_label_boxes(proposals, t, targets)
             fg, _ = select_foreground_proposals(proposals, self.num_classes)
             x = self._mask_roi_features(features, [p.proposal_boxes for p in fg], context)
-            logits = self.mask_head[t].predict(self._chain(x, t)[-1])
-            loss = mask_rcnn_loss(logits, fg, self.mask_head[t].vis_period)
+            logits = head.predict(self._chain(x, t)[-1])
+            loss = mask_rcnn_loss(logits, fg, head.vis_period) * head.loss_weight
             losses[f"loss_mask_stage{t}"] = loss * self.stage_loss_weights[t]
         return losses
 

@@ -9,9 +9,8 @@ from detectron2.modeling.poolers import ROIPooler
 from detectron2.modeling.roi_heads import CascadeROIHeads
 from detectron2.modeling.roi_heads.mask_head import mask_rcnn_inference
 from detectron2.structures import Boxes, Instances, pairwise_iou
-from detectron2.utils.events import get_event_storage
 
-from .fast_rcnn_inference import fast_rcnn_inference
+from .fast_rcnn_inference import fast_rcnn_inference, with_globals
 from .global_context_head import GlobalContextHead
 from .semantic_head import FusedSemanticHead
 
@@ -31,7 +30,6 @@ class CascadeStage(NamedTuple):
     predictions: tuple  # output of the stage's FastRCNNOutputLayers
     proposals: List[Instances]  # its input boxes (with gt labels in training)
     box_features: torch.Tensor  # box-head output, one row per proposal (feature relay)
-    pred_boxes: List[torch.Tensor]  # its regressed boxes, the next stage's input
 
 
 class SemanticCascadeROIHeads(CascadeROIHeads):
@@ -44,6 +42,10 @@ class SemanticCascadeROIHeads(CascadeROIHeads):
 
     Subclasses define the mask branch by implementing ``_mask_losses`` and ``_mask_inference``.
     """
+
+    # detectron2's stage loop, stage losses and test-time score averaging (the mean of the stages'
+    # class probabilities, with the last stage's boxes), with the top-k NMS in the final inference.
+    _forward_box = with_globals(CascadeROIHeads._forward_box, fast_rcnn_inference=fast_rcnn_inference)
 
     @configurable
     def __init__(
@@ -111,13 +113,12 @@ class SemanticCascadeROIHeads(CascadeROIHeads):
         context, losses = self._image_context(features, targets, sem_seg_targets)
         if self.training:
             proposals = self.label_and_sample_proposals(proposals, targets)
-            stages = self._run_cascade(features, proposals, context, targets)
-            losses.update(self._box_losses(stages))
-            losses.update(self._mask_losses(features, stages, context, targets))
-            return proposals, losses
-        stages = self._run_cascade(features, proposals, context)
-        instances = self._box_inference(stages, [x.image_size for x in proposals])
-        return self._mask_inference(features, instances, context), {}
+        box_output, stages = self._run_cascade(features, proposals, context, targets)
+        if not self.training:
+            return self._mask_inference(features, box_output, context), {}
+        losses.update(self._weight_stage_losses(box_output))
+        losses.update(self._mask_losses(features, stages, context, targets))
+        return proposals, losses
 
     def forward_with_given_boxes(self, features, instances):
         assert not self.training
@@ -157,84 +158,59 @@ class SemanticCascadeROIHeads(CascadeROIHeads):
         x = self.mask_pooler([features[f] for f in self.mask_in_features], boxes)
         return self._fuse_context(x, boxes, context, getattr(self, "semantic_mask_pooler", None))
 
-    def _run_cascade(self, features, proposals, context, targets=None) -> List[CascadeStage]:
-        """The box stages of :meth:`CascadeROIHeads._forward_box`, keeping each stage's proposals
-        and box features, which the mask branches and feature relay need."""
-        features = [features[f] for f in self.box_in_features]
-        image_sizes = [x.image_size for x in proposals]
-        stages: List[CascadeStage] = []
-        for k in range(self.num_cascade_stages):
-            if k > 0:
-                proposals = self._create_proposals_from_boxes(stages[-1].pred_boxes, image_sizes)
-                if self.training:
-                    proposals = self._match_and_label_boxes(proposals, k, targets)
-            boxes = [x.proposal_boxes for x in proposals]
-            box_features = self._box_head_features(features, boxes, k, context)
-            predictions = self.box_predictor[k](box_features)
-            pred_boxes = self.box_predictor[k].predict_boxes(predictions, proposals)
-            stages.append(CascadeStage(predictions, proposals, box_features, pred_boxes))
-        return stages
+    def _run_cascade(self, features, proposals, context, targets=None):
+        """detectron2's :meth:`CascadeROIHeads._forward_box` (stage losses in training, detections at
+        test) with ``context`` fused into every stage's box features (:meth:`_run_stage`).
 
-    def _box_losses(self, stages: List[CascadeStage]) -> Dict[str, torch.Tensor]:
-        losses = {}
-        storage = get_event_storage()
-        for k, (stage, weight) in enumerate(zip(stages, self.stage_loss_weights)):
-            with storage.name_scope(f"stage{k}"):
-                stage_losses = self.box_predictor[k].losses(stage.predictions, stage.proposals)
-            losses.update({f"{name}_stage{k}": v * weight for name, v in stage_losses.items()})
-        return losses
+        Returns:
+            its output, and one :class:`CascadeStage` per box stage for the mask branch.
+        """
+        self._context, self._stages = context, []
+        try:
+            return self._forward_box(features, proposals, targets), self._stages
+        finally:
+            del self._context, self._stages
 
-    def _box_inference(self, stages: List[CascadeStage], image_sizes) -> List[Instances]:
-        """Class scores averaged over the stages, boxes of the last stage (Cascade R-CNN)."""
-        scores_per_stage = [
-            self.box_predictor[k].predict_probs(s.predictions, s.proposals)
-            for k, s in enumerate(stages)
-        ]
-        scores = [sum(per_image) / len(stages) for per_image in zip(*scores_per_stage)]
-        predictor = self.box_predictor[-1]
-        instances, _ = fast_rcnn_inference(
-            stages[-1].pred_boxes,
-            scores,
-            image_sizes,
-            predictor.test_score_thresh,
-            predictor.test_nms_thresh,
-            predictor.test_topk_per_image,
+    def _run_stage(self, features, proposals, stage):
+        """detectron2's stage with the image context added to the pooled features and without its
+        gradient scaling (the stage losses are weighted instead); records the stage."""
+        box_features = self._box_head_features(
+            features, [x.proposal_boxes for x in proposals], stage, self._context
         )
-        return instances
+        predictions = self.box_predictor[stage](box_features)
+        self._stages.append(CascadeStage(predictions, proposals, box_features))
+        return predictions
+
+    def _weight_stage_losses(self, losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """alpha_t times the losses of stage t, which detectron2 names ``<loss>_stage<t>``."""
+        return {
+            name: value * self.stage_loss_weights[int(name.rsplit("_stage", 1)[1])]
+            for name, value in losses.items()
+        }
 
     @torch.no_grad()
-    def _match_and_label_boxes(self, proposals, stage, targets, log_stats=True):
-        """As :meth:`CascadeROIHeads._match_and_label_boxes`, but carries every ``gt_*`` field
-        (masks included) to the matched boxes, since masks are trained on later stages' boxes, and,
-        with ``sample_every_stage``, subsamples them like the first stage."""
-        labelled, num_fg = [], []
-        for proposals_per_image, targets_per_image in zip(proposals, targets):
+    def _match_and_label_boxes(self, proposals, stage, targets):
+        """:meth:`CascadeROIHeads._match_and_label_boxes`, after subsampling the boxes like the first
+        stage when ``sample_every_stage``, and carrying the matched GT's other ``gt_*`` fields (the
+        masks: the mask branch trains on later stages' boxes)."""
+        proposals = list(proposals)
+        matched_gt = []
+        for i, (proposals_per_image, targets_per_image) in enumerate(zip(proposals, targets)):
             iou = pairwise_iou(targets_per_image.gt_boxes, proposals_per_image.proposal_boxes)
             matched_idxs, labels = self.proposal_matchers[stage](iou)
             if self.sample_every_stage:
                 sampled, _ = self._sample_proposals(matched_idxs, labels, targets_per_image.gt_classes)
-                proposals_per_image = proposals_per_image[sampled]
-                matched_idxs, labels = matched_idxs[sampled], labels[sampled]
-            if len(targets_per_image) > 0:
-                for name, value in targets_per_image.get_fields().items():
-                    if name.startswith("gt_"):
-                        proposals_per_image.set(name, value[matched_idxs])
-                proposals_per_image.gt_classes[labels == 0] = self.num_classes
-            else:
-                proposals_per_image.gt_classes = torch.full_like(matched_idxs, self.num_classes)
-                proposals_per_image.gt_boxes = Boxes(
-                    targets_per_image.gt_boxes.tensor.new_zeros((len(proposals_per_image), 4))
-                )
-            labelled.append(proposals_per_image)
-            num_fg.append((labels == 1).sum().item())
-        if log_stats:
-            storage = get_event_storage()
-            num_boxes = [len(p) for p in labelled]
-            storage.put_scalar(f"stage{stage}/roi_head/num_fg_samples", sum(num_fg) / len(num_fg))
-            storage.put_scalar(
-                f"stage{stage}/roi_head/num_bg_samples", (sum(num_boxes) - sum(num_fg)) / len(num_fg)
-            )
-        return labelled
+                proposals[i], matched_idxs = proposals_per_image[sampled], matched_idxs[sampled]
+            matched_gt.append(matched_idxs)
+        # detectron2 matches again (it does not return the matches) and logs the stage's samples.
+        proposals = super()._match_and_label_boxes(proposals, stage, targets)
+        for proposals_per_image, targets_per_image, idxs in zip(proposals, targets, matched_gt):
+            if len(targets_per_image) == 0:
+                continue
+            for name, value in targets_per_image.get_fields().items():
+                if name.startswith("gt_") and not proposals_per_image.has(name):
+                    proposals_per_image.set(name, value[idxs])
+        return proposals
 
     @staticmethod
     def _average_mask_probs(logits_per_head: List[torch.Tensor], instances: List[Instances]):
