@@ -5,9 +5,10 @@ import os
 import pytest
 
 from detectron2.config import LazyConfig, get_cfg, instantiate
+from detectron2.layers import Conv2d
 from detectron2.modeling import build_model
 
-from cascades.modeling import HTCROIHeads, SCNetROIHeads, add_cascades_config
+from cascades.modeling import HTCROIHeads, SCNetMaskHead, SCNetROIHeads, add_cascades_config
 from cascades.modeling.semantic_rcnn import SemanticRCNN
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -80,18 +81,64 @@ def _yacs_cfg(heads, mask_head, num_convs):
     return cfg
 
 
-def _num_params(model):
-    return sum(p.numel() for p in model.parameters())
+def _structure(model):
+    """Module types by name, and state-dict entries with their shapes: equal structures build the same
+    network (the weights aside)."""
+    modules = {name: type(m) for name, m in model.named_modules()}
+    return modules, {name: tuple(v.shape) for name, v in model.state_dict().items()}
 
 
-def test_yacs_route_builds_the_same_models():
-    scnet = build_model(_yacs_cfg("SCNetROIHeads", "SCNetMaskHead", 12))
-    lazy = instantiate(LazyConfig.load(os.path.join(REPO, "configs/common/models/scnet_fpn.py")).model)
-    assert _num_params(scnet) == _num_params(lazy)
+def _hyperparameters(heads):
+    """What the keys of add_cascades_config control, and which samples the heads train on."""
+    out = {
+        "stage_loss_weights": heads.stage_loss_weights,
+        "sample_every_stage": heads.sample_every_stage,
+        "matchers": [m.thresholds for m in heads.proposal_matchers],
+        "semantic": (heads.semantic_head.in_features, heads.semantic_head.fusion_level,
+                     heads.semantic_head.loss_weight, heads.semantic_head.ignore_value),
+    }
+    if isinstance(heads, SCNetROIHeads):
+        out.update(sample_consistent=heads.sample_consistent, mask_loss_weights=heads.mask_loss_weights)
+    if heads.global_context_head is not None:
+        out["global_context"] = (heads.global_context_head.in_feature, heads.global_context_head.loss_weight)
+    return out
 
-    cfg = _yacs_cfg("HTCROIHeads", "HTCMaskHead", 4)
-    cfg.MODEL.GLOBAL_CONTEXT_HEAD.ENABLED = False
-    cfg.MODEL.SEMANTIC_HEAD.RESIDUAL = False
-    htc = build_model(cfg)
-    lazy = instantiate(LazyConfig.load(os.path.join(REPO, "configs/common/models/htc_fpn.py")).model)
-    assert isinstance(htc.roi_heads, HTCROIHeads) and _num_params(htc) == _num_params(lazy)
+
+@pytest.mark.parametrize("method", ["scnet", "htc"])
+def test_yacs_route_builds_the_same_models(method):
+    if method == "scnet":
+        cfg = _yacs_cfg("SCNetROIHeads", "SCNetMaskHead", 12)
+    else:
+        cfg = _yacs_cfg("HTCROIHeads", "HTCMaskHead", 4)
+        cfg.MODEL.GLOBAL_CONTEXT_HEAD.ENABLED = False
+        cfg.MODEL.SEMANTIC_HEAD.RESIDUAL = False
+    yacs = build_model(cfg)
+    lazy = instantiate(LazyConfig.load(os.path.join(REPO, f"configs/common/models/{method}_fpn.py")).model)
+    (yacs_modules, yacs_params), (lazy_modules, lazy_params) = _structure(yacs), _structure(lazy)
+    assert yacs_modules == lazy_modules
+    assert yacs_params == lazy_params
+    assert _hyperparameters(yacs.roi_heads) == _hyperparameters(lazy.roi_heads)
+
+
+def test_scnet_config_is_the_released_model():
+    """SCNet R-50-FPN as in the paper and the released config: one 12-conv residual mask head on the last
+    stage's samples, feature relay 1024 -> 256 x 7 x 7 -> x2, global context on p6 (lambda 3), residual
+    semantic branch over p2-p6 at p3 (183 classes, gamma 0.2), test score > 0.001, NMS 0.5, 100 per image."""
+    cfg = LazyConfig.load(os.path.join(REPO, "configs/COCO-InstanceSegmentation/scnet_R_50_FPN_1x.py"))
+    heads = instantiate(cfg.model).roi_heads
+    (mask_head,) = heads.mask_head
+    assert isinstance(mask_head, SCNetMaskHead)
+    assert len([m for m in mask_head.convs.modules() if isinstance(m, Conv2d)]) == 12
+    assert len(list(mask_head.convs.children())) == 6  # residual pairs
+    assert heads.mask_source_stages == [2] and heads.mask_loss_weights == [1.75]
+    (relay,) = heads.feature_relays
+    assert (relay.fc.in_features, relay.out_shape, relay.scale_factor) == (1024, (256, 7, 7), 2)
+    assert (heads.global_context_head.in_feature, heads.global_context_head.loss_weight) == ("p6", 3.0)
+    semantic = heads.semantic_head
+    assert semantic.in_features == ["p2", "p3", "p4", "p5", "p6"]
+    assert (semantic.fusion_level, semantic.stride) == ("p3", 8)
+    assert (semantic.loss_weight, semantic.ignore_value, semantic.predictor.out_channels) == (0.2, 255, 183)
+    assert [m.thresholds[1] for m in heads.proposal_matchers] == [0.5, 0.6, 0.7]
+    for predictor in heads.box_predictor:
+        test_settings = (predictor.test_score_thresh, predictor.test_nms_thresh, predictor.test_topk_per_image)
+        assert test_settings == (0.001, 0.5, 100)

@@ -1,7 +1,11 @@
 """yacs defaults for the heads added here, for users of detectron2's CfgNode configs.
 
 Our own configs are LazyConfig files that pass keyword arguments directly; these keys only back
-the heads' ``from_config``. Defaults are the released SCNet configuration.
+the heads' ``from_config``. Defaults are the released SCNet configuration. detectron2's own keys keep
+detectron2's defaults, which differ from the released SCNet/HTC test and box settings: for those set
+``ROI_HEADS.SCORE_THRESH_TEST = 0.001``, ``ROI_BOX_HEAD.SMOOTH_L1_BETA = 1.0`` and
+``ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS`` to 1 / mmdetection's target stds (as
+``configs/common/models/cascade_mask_rcnn_semantic_fpn.py`` does).
 """
 from detectron2.config import CfgNode as CN
 
