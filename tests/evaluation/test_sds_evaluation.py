@@ -1,5 +1,6 @@
 """SDS evaluator: hand-computed mAP^r / box AP, and pycocotools' COCOeval where the definitions agree."""
 import itertools
+import json
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -96,6 +97,36 @@ def test_mask_iou_not_box_iou():
     res = ev.evaluate()
     assert res["segm"]["mAP@0.5"] == pytest.approx(100) and res["segm"]["mAP@0.7"] == 0
     assert res["bbox"]["mAP@0.7"] == pytest.approx(100)
+
+
+def test_nan_scores_are_rejected_naming_the_image():
+    name, _ = register([[(0, (0, 0, 20, 20))]])
+    ev = SDSEvaluator(name, distributed=False)
+    out = output([(0, 0.9, (0, 0, 20, 20)), (0, 0.5, (2, 2, 20, 20))])
+    out["instances"].scores[1] = float("nan")
+    with pytest.raises(ValueError, match=r"image 7 has non-finite detection scores \[nan\]"):
+        ev.process([{"image_id": 7}], [out])
+    assert ev._predictions == []  # nothing recorded
+    with pytest.raises(ValueError, match="image 7"):  # a batch is recorded whole or not at all
+        ev.process([{"image_id": 6}, {"image_id": 7}], [output([(0, 0.9, (0, 0, 20, 20))]), out])
+    assert ev._predictions == []
+    out["instances"].remove("pred_masks")
+    with pytest.raises(ValueError, match="image 7 has no pred_masks"):
+        ev.process([{"image_id": 7}], [out])
+
+
+def test_predictions_are_saved_in_cocos_result_format(tmp_path):
+    name, _ = register([[(0, (0, 0, 20, 20))], []])
+    ev = SDSEvaluator(name, output_dir=str(tmp_path), distributed=False)
+    ev.process([{"image_id": 0}, {"image_id": 1}], [output([(1, 0.75, (4, 6, 20, 30))]), output([])])
+    ev.evaluate()
+    with open(tmp_path / "sds_instances_results.json") as f:
+        (saved,) = json.load(f)
+    assert {k: saved[k] for k in ("image_id", "category_id", "bbox", "score")} == {
+        "image_id": 0, "category_id": 1, "bbox": [4.0, 6.0, 16.0, 24.0], "score": 0.75}
+    mask = output([(1, 0.75, (4, 6, 20, 30))])["instances"].pred_masks[0].numpy()
+    assert (mask_util.decode(saved["segmentation"]) == mask).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sds_instances_results.json"]
 
 
 def test_average_precision_edge_cases():

@@ -1,10 +1,11 @@
 """The evaluator follows the dataset: configs name a dataset, never an evaluator class."""
 
-import importlib
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
+
+from .sds_evaluation import SDSEvaluator
 
 __all__ = ["build_evaluator"]
 
@@ -17,14 +18,7 @@ def _evaluator_for(dataset_name, output_dir):
         )
     meta = MetadataCatalog.get(dataset_name)
     if meta.get("evaluator_type") == "sds":
-        try:
-            sds = importlib.import_module("cascades.evaluation.sds_evaluation")
-        except ModuleNotFoundError as e:
-            raise NotImplementedError(
-                f"Dataset {dataset_name!r} needs the SDS evaluator (cascades.evaluation.sds_evaluation), "
-                "which this installation does not have yet"
-            ) from e
-        return sds.SDSEvaluator(dataset_name, output_dir=output_dir)
+        return SDSEvaluator(dataset_name, output_dir=output_dir)
     if "json_file" in meta.as_dict():
         if meta.get("generated") and not os.path.isfile(meta.json_file):
             # Generated datasets (the default shapes) write their json when first loaded.

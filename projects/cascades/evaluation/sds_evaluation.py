@@ -12,20 +12,28 @@ with pycocotools' COCOeval where the matchings agree (no detection's best GT tak
 """
 import copy
 import itertools
+import json
 import logging
+import os
 from collections import OrderedDict, defaultdict
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 import pycocotools.mask as mask_util
+import torch
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+from detectron2.evaluation.pascal_voc_evaluation import voc_ap
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
+from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 
 __all__ = ["SDSEvaluator", "average_precision", "match_detections"]
+
+AP_METHODS = ("voc07", "coco101")
 
 logger = logging.getLogger(__name__)
 
@@ -65,25 +73,21 @@ def match_detections(det_images: np.ndarray, det_scores: np.ndarray, ious: Dict,
 
 
 def average_precision(tp: np.ndarray, num_gt: int, method: str = "voc07") -> float:
-    """AP of detections sorted by decreasing score (``tp``: true positive or not) over ``num_gt`` GT."""
+    """AP of detections sorted by decreasing score (``tp``: true positive or not) over ``num_gt`` GT:
+    ``"voc07"``, the 11-point interpolation (detectron2's ``voc_ap``), or ``"coco101"``."""
+    if method not in AP_METHODS:
+        raise ValueError(f"average_precision: method must be one of {AP_METHODS}, got {method!r}")
     if num_gt == 0:
         return float("nan")
     ctp = np.cumsum(tp)
     recall = ctp / num_gt
     precision = ctp / np.arange(1, len(tp) + 1)
     if method == "voc07":
-        return float(np.mean([precision[recall >= t].max() if (recall >= t).any() else 0.0
-                              for t in np.linspace(0, 1, 11)]))
-    if method == "coco101":
-        # COCOeval: precision made monotone from the right, read at the first recall >= t.
-        precision = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
-        idx = np.searchsorted(recall, np.linspace(0, 1, 101), side="left")
-        return float(np.mean([precision[i] if i < len(precision) else 0.0 for i in idx]))
-    raise ValueError(f"average_precision: method must be 'voc07' or 'coco101', got {method!r}")
-
-
-def _xywh(boxes: np.ndarray) -> List[List[float]]:
-    return [[x0, y0, x1 - x0, y1 - y0] for x0, y0, x1, y1 in boxes.tolist()]
+        return float(voc_ap(recall, precision, use_07_metric=True))
+    # COCOeval: precision made monotone from the right, read at the first recall >= t.
+    precision = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
+    idx = np.searchsorted(recall, np.linspace(0, 1, 101), side="left")
+    return float(np.mean([precision[i] if i < len(precision) else 0.0 for i in idx]))
 
 
 class SDSEvaluator(DatasetEvaluator):
@@ -98,7 +102,8 @@ class SDSEvaluator(DatasetEvaluator):
                  ap_method: str = "voc07", distributed: bool = True):
         if not thresholds or any(not 0 < t <= 1 for t in thresholds):
             raise ValueError(f"SDSEvaluator: thresholds must be IoUs in (0, 1], got {thresholds!r}")
-        average_precision(np.zeros(0, dtype=bool), 1, ap_method)  # validates ap_method
+        if ap_method not in AP_METHODS:
+            raise ValueError(f"SDSEvaluator: ap_method must be one of {AP_METHODS}, got {ap_method!r}")
         self._dataset_name = dataset_name
         self._output_dir = output_dir
         self._thresholds = tuple(thresholds)
@@ -108,23 +113,29 @@ class SDSEvaluator(DatasetEvaluator):
         self.reset()
 
     def reset(self):
-        self._predictions = []
+        self._predictions = []  # per image: {"image_id", "instances": COCO-style result dicts}
 
     def process(self, inputs, outputs):
+        batch = []  # recorded only when every output of the batch is valid
         for inp, out in zip(inputs, outputs):
             instances = out["instances"].to("cpu")
-            masks = instances.pred_masks.numpy()
-            self._predictions.append({
-                "image_id": inp["image_id"],
-                "boxes": instances.pred_boxes.tensor.numpy(),
-                "scores": instances.scores.numpy(),
-                "classes": instances.pred_classes.numpy(),
-                "masks": [mask_util.encode(np.array(m[:, :, None], dtype=np.uint8, order="F"))[0] for m in masks],
-            })
+            image = inp["image_id"]
+            if not instances.has("pred_masks"):
+                raise ValueError(f"SDSEvaluator: the output for image {image!r} has no pred_masks; "
+                                 "mAP^r evaluates instance masks")
+            finite = torch.isfinite(instances.scores)
+            if not finite.all():
+                raise ValueError(
+                    f"SDSEvaluator: image {image!r} has non-finite detection scores "
+                    f"{instances.scores[~finite].tolist()}; they rank the detections, so they must be finite"
+                )
+            # XYWH boxes and RLE masks, as detectron2's COCOEvaluator stores them
+            batch.append({"image_id": image, "instances": instances_to_coco_json(instances, image)})
+        self._predictions.extend(batch)
 
     def _ground_truth(self):
-        """image id -> class -> (list of RLEs, list of XYWH boxes), non-crowd instances only."""
-        gt = defaultdict(lambda: defaultdict(lambda: ([], [])))
+        """image id -> class -> {"segmentation": RLEs, "bbox": XYWH boxes}, non-crowd instances only."""
+        gt = defaultdict(lambda: defaultdict(lambda: {"segmentation": [], "bbox": []}))
         for d in DatasetCatalog.get(self._dataset_name):
             h, w = d["height"], d["width"]
             for a in d.get("annotations", []):
@@ -137,10 +148,9 @@ class SDSEvaluator(DatasetEvaluator):
                     rle = mask_util.frPyObjects(segm, h, w)
                 else:
                     rle = segm
-                box = BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYWH_ABS)
-                masks, boxes = gt[d["image_id"]][a["category_id"]]
-                masks.append(rle)
-                boxes.append(list(box))
+                instances = gt[d["image_id"]][a["category_id"]]
+                instances["segmentation"].append(rle)
+                instances["bbox"].append(list(BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYWH_ABS)))
         return gt
 
     def evaluate(self):
@@ -150,6 +160,8 @@ class SDSEvaluator(DatasetEvaluator):
             predictions = list(itertools.chain(*comm.gather(predictions, dst=0)))
             if not comm.is_main_process():
                 return {}
+        if self._output_dir:
+            self._save(predictions)
         gt = self._ground_truth()
         results = OrderedDict()
         for task in ("segm", "bbox"):
@@ -160,30 +172,36 @@ class SDSEvaluator(DatasetEvaluator):
             {k: v for k, v in results["bbox"].items() if k.startswith("mAP")}))
         return copy.deepcopy(results)
 
+    def _save(self, predictions):
+        """The detections in COCO's result format, written whole or not at all."""
+        PathManager.mkdirs(self._output_dir)
+        path = os.path.join(self._output_dir, "sds_instances_results.json")
+        with PathManager.open(path + ".tmp", "w") as f:
+            json.dump([d for p in predictions for d in p["instances"]], f)
+        os.replace(path + ".tmp", path)
+
     def _evaluate_task(self, task: str, predictions, gt) -> Dict[str, float]:
+        field = {"segm": "segmentation", "bbox": "bbox"}[task]
         # Per class: detections (image, score) and per image the IoU matrix with its GT of that class.
         dets = defaultdict(lambda: ([], []))
         ious = defaultdict(dict)
         for p in predictions:
             img = p["image_id"]
-            for c in np.unique(p["classes"]):
-                sel = np.flatnonzero(p["classes"] == c)
-                images, scores = dets[int(c)]
-                images.extend([img] * len(sel))
-                scores.extend(p["scores"][sel].tolist())
-                gt_masks, gt_boxes = gt[img][int(c)] if img in gt and int(c) in gt[img] else ([], [])
-                if not gt_masks:
-                    continue
-                if task == "segm":
-                    dt = [p["masks"][i] for i in sel]
-                    iou = mask_util.iou(dt, gt_masks, [0] * len(gt_masks))
-                else:
-                    iou = mask_util.iou(_xywh(p["boxes"][sel]), gt_boxes, [0] * len(gt_boxes))
-                ious[int(c)][img] = np.asarray(iou).reshape(len(sel), len(gt_masks))
+            by_class = defaultdict(list)
+            for d in p["instances"]:
+                by_class[d["category_id"]].append(d)
+            for c, class_dets in by_class.items():
+                images, scores = dets[c]
+                images.extend([img] * len(class_dets))
+                scores.extend(d["score"] for d in class_dets)
+                gt_instances = gt[img][c][field] if img in gt and c in gt[img] else []
+                if gt_instances:
+                    iou = mask_util.iou([d[field] for d in class_dets], gt_instances, [0] * len(gt_instances))
+                    ious[c][img] = np.asarray(iou).reshape(len(class_dets), len(gt_instances))
         num_gt = defaultdict(dict)
         for img, per_class in gt.items():
-            for c, (masks, _) in per_class.items():
-                num_gt[c][img] = len(masks)
+            for c, instances in per_class.items():
+                num_gt[c][img] = len(instances[field])
 
         out = {}
         for t in self._thresholds:
