@@ -230,7 +230,8 @@ def test_the_two_classifiers_learn_mask_level_and_box_level_labels():
     scores = torch.tensor([[0.5, 1.0, -1.0], [2.0, 0.0, 1.0], [0.0, 0.0, 3.0]])
     box_features = torch.randn(3, heads.box_level_classifier.in_features)
     with EventStorage():
-        losses = heads._pair_losses([rois], mask_logits, box_features, scores, torch.zeros(3, 8), 0)
+        mask_level = heads._mask_level_targets([rois], mask_logits)
+        losses = heads._pair_losses([rois], mask_logits, mask_level, box_features, scores, torch.zeros(3, 8), 0)
     torch.testing.assert_close(losses["loss_cls_stage0"], F.cross_entropy(scores, torch.tensor([1, 2, 2])))
     torch.testing.assert_close(losses["loss_cls_box_level_stage0"],
                                F.cross_entropy(heads.box_level_classifier(box_features), torch.tensor([1, 1, 2])))

@@ -71,6 +71,35 @@ def test_released_sampling_needs_the_three_band_matcher():
         controlled_heads(sampling="released")
 
 
+@pytest.mark.parametrize("masking_grad", ["all", "mask_level_positives"])
+def test_masking_layer_gradient_from_mask_level_positives_only_as_released(masking_grad):
+    """RoI 0 sits on a class-1 GT and predicts its mask (mask-level positive), RoI 1 is background. The
+    masks that stage 3 multiplies pass d(sigmoid) to the logits, for RoI 0 only in the released way."""
+    heads = controlled_heads(num_classes=2, masking_grad=masking_grad, num_stages=3)
+    heads.train()
+    with torch.no_grad():
+        heads.mask_head.predictor.weight.zero_()
+        heads.mask_head.predictor.bias.copy_(torch.tensor([5.0, -5.0, 5.0, -5.0]))  # the left half
+    seen = {}
+    masks, categories = heads._masks, heads._categories
+
+    def recording_masks(features, rois):
+        boxes, x, seen["logits"] = masks(features, rois)
+        return boxes, x, seen["logits"]
+
+    heads._masks = recording_masks
+    heads._categories = lambda f, b, x, m: seen.update(masks=m) or categories(f, b, x, m)
+    with EventStorage():
+        heads._forward_train({"f": torch.rand(1, 1, 128, 128)}, [proposals([[0, 0, 16, 16], [80, 80, 100, 100]])],
+                             [make_target([[0, 0, 16, 16]], [1])])
+    (grad,) = torch.autograd.grad(seen["masks"].sum(), seen["logits"])
+    s = torch.sigmoid(seen["logits"].detach())
+    expected = s * (1 - s)
+    if masking_grad == "mask_level_positives":
+        expected[1] = 0
+    torch.testing.assert_close(grad, expected)
+
+
 # -------------------------------------------------------------------------------------------------
 # NMS and mask voting
 def _two_candidates(vote_mode):
@@ -210,7 +239,8 @@ def test_bad_clip_or_scale_is_named_at_construction(where, value):
         build(**kwargs)
 
 
-@pytest.mark.parametrize("name, value", [("vote_mode", "soft"), ("sampling", "fast_rcnn"), ("mask_threshold", 1.5)])
+@pytest.mark.parametrize("name, value", [("vote_mode", "soft"), ("sampling", "fast_rcnn"), ("mask_threshold", 1.5),
+                                         ("masking_grad", "positives")])
 def test_bad_mode_is_named_at_construction(name, value):
     with pytest.raises(ValueError, match=f"MNCROIHeads: {name} must"):
         build(**{name: value})

@@ -47,6 +47,14 @@ MUTANTS = [
         tests=[f"{CONCEPTS}::test_the_two_classifiers_learn_mask_level_and_box_level_labels"],
     ),
     Mutant(
+        name="mnc_masking_gradient_from_every_roi",
+        concept="released: the masking layer passes gradient into the masks of mask-level positives only",
+        path=HEADS,
+        old="masks = torch.where(positive[:, None, None], masks, masks.detach())",
+        new="pass",
+        tests=[f"{RELEASED}::test_masking_layer_gradient_from_mask_level_positives_only_as_released"],
+    ),
+    Mutant(
         name="mnc_inference_scores_from_box_level_classifier",
         concept="only the mask-level classifier scores instances at inference",
         path=HEADS,
@@ -129,9 +137,8 @@ MUTANTS = [
         name="mnc_stage_4_own_modules",
         concept="stages 4 and 5 share the weights of stages 2 and 3",
         path=HEADS,
-        old="mask_logits, box_features, scores, deltas = self._run_pair(features, proposals)",
-        new="mask_logits, box_features, scores, deltas = (__import__('copy').deepcopy(self) if k else self)"
-            "._run_pair(features, proposals)",
+        old="boxes, x, mask_logits = self._masks(features, proposals)",
+        new="boxes, x, mask_logits = (__import__('copy').deepcopy(self) if k else self)._masks(features, proposals)",
         tests=["tests/modeling/test_mnc.py::test_stages_4_5_share_the_parameters_of_stages_2_3"],
     ),
     Mutant(
@@ -290,8 +297,8 @@ MUTANTS = [
         name="mnc_mask_loss_weight_ignored",
         concept="the mask loss weight scales the mask losses",
         path=HEADS,
-        old="self._mask_loss(fg_logits, mask_targets) * self.mask_loss_weight",
-        new="self._mask_loss(fg_logits, mask_targets)",
+        old="self._mask_loss(mask_logits[fg], mask_targets) * self.mask_loss_weight",
+        new="self._mask_loss(mask_logits[fg], mask_targets)",
         tests=[f"{RELEASED}::test_every_configured_loss_weight_scales_its_losses_only"],
     ),
     Mutant(

@@ -56,6 +56,7 @@ def add_mnc_config(cfg):
     cfg.MODEL.MNC.BOX_GRAD_CLIP = None  # the released code: 1.0 / 512 (MNCRPN and MNCROIHeads)
     cfg.MODEL.MNC.SAMPLING = "detectron2"  # or "released"
     cfg.MODEL.MNC.VOTE_MODE = "paper"  # or "released"
+    cfg.MODEL.MNC.MASKING_GRAD = "all"  # or "mask_level_positives" (the released code)
     cfg.MODEL.MNC.FREEZE = []  # submodules not trained (Table 1's step-by-step training)
     cfg.MODEL.MNC.BOX_IN_FEATURES = []  # stage 3's features when not ROI_HEADS.IN_FEATURES (separate networks)
     cfg.MODEL.MNC.WARP_SIZE = 28

@@ -42,6 +42,7 @@ from .mnc_mask_voting import nms_and_mask_voting
 __all__ = ["MNCROIHeads", "check_box_gradient_option", "mask_level_labels", "sample_released"]
 
 SAMPLINGS = ("detectron2", "released")
+MASKING_GRADS = ("all", "mask_level_positives")
 VOTE_MODES = ("paper", "released")
 # The released code's background bands (mnc_config.py: BG_THRESH_LO/HI, BG_FRACTION), keyed by the
 # label that the three-band matcher Matcher([0.1, 0.5], [-1, 0, 1]) gives them.
@@ -159,6 +160,7 @@ class MNCROIHeads(ROIHeads):
         mask_loss_weight: float = 1.0,
         mask_iou_thresh: float = 0.5,
         mask_threshold: float = 0.4,
+        masking_grad: str = "all",
         vote_mode: str = "paper",
         vote_iou_thresh: float = 0.5,
         vote_resolution: Optional[int] = None,
@@ -202,6 +204,8 @@ class MNCROIHeads(ROIHeads):
             mask_threshold: binarizes predicted masks where the heads need binary ones: the mask IoU of
                 the mask-level labels and, with vote_mode "released", each voter's mask (0.4 in the
                 released code).
+            masking_grad: which RoIs' masks the masking layer (Eq. 3) passes stage 3's gradient into:
+                "all" (the paper's Eq. 3), or "mask_level_positives" (the released code's mask layer).
             vote_mode: "paper": per-class NMS on the class-specific regressed boxes, voting averages the
                 voters' soft masks; "released": NMS (and the voters' IoU) on the boxes the masks were
                 predicted in, each voter's mask binarized at ``mask_threshold`` before averaging, and
@@ -216,6 +220,7 @@ class MNCROIHeads(ROIHeads):
             _check_choice(name, value, (3, 5))
         _check_choice("sampling", sampling, SAMPLINGS)
         _check_choice("vote_mode", vote_mode, VOTE_MODES)
+        _check_choice("masking_grad", masking_grad, MASKING_GRADS)
         check_box_gradient_option("MNCROIHeads", "box_grad_scale", box_grad_scale)
         check_box_gradient_option("MNCROIHeads", "box_grad_clip", box_grad_clip, allow_none=True)
         if not 0.0 <= mask_threshold <= 1.0:
@@ -252,6 +257,7 @@ class MNCROIHeads(ROIHeads):
         self.mask_loss_weight = mask_loss_weight
         self.mask_iou_thresh = mask_iou_thresh
         self.mask_threshold = mask_threshold
+        self.masking_grad = masking_grad
         self.vote_mode = vote_mode
         self.vote_iou_thresh = vote_iou_thresh
         self.vote_resolution = vote_resolution or mask_head.mask_size
@@ -289,6 +295,7 @@ class MNCROIHeads(ROIHeads):
             mask_loss_weight=mnc.MASK_LOSS_WEIGHT,
             mask_iou_thresh=mnc.MASK_IOU_THRESH,
             mask_threshold=mnc.MASK_THRESHOLD,
+            masking_grad=mnc.MASKING_GRAD,
             vote_mode=mnc.VOTE_MODE,
             vote_iou_thresh=mnc.VOTE_IOU_THRESH,
         )
@@ -303,20 +310,30 @@ class MNCROIHeads(ROIHeads):
 
     # ---------------------------------------------------------------------------------------------
     # One (mask, category) pair: paper stages 2 and 3, or 4 and 5.
-    def _run_pair(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
+    def _masks(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
+        """Stage 2 (4): the RoIs' boxes, their warped features and their mask logits."""
         boxes = [p.proposal_boxes for p in proposals]
         if self.training and self.end_to_end and self.box_grad_scale != 1.0:
             boxes = [Boxes(_ScaleGradient.apply(b.tensor, self.box_grad_scale)) for b in boxes]
         x = self.pooler([features[f] for f in self.in_features], boxes)
-        mask_logits = self.mask_head(x)
+        return boxes, x, self.mask_head(x)
+
+    def _categories(self, features: Dict[str, torch.Tensor], boxes: List[Boxes], x: torch.Tensor, masks: torch.Tensor):
+        """Stage 3 (5) on the mask stage's warped features ``x`` (or its own, with ``box_in_features``) and
+        the soft masks: box features, class scores and class-wise deltas."""
         if self.box_in_features:
             x = self.pooler([features[f] for f in self.box_in_features], boxes)
         box_x = F.max_pool2d(x, self.box_feature_pool) if self.box_feature_pool > 1 else x
         # The masking layer (Eq. 3): the mask, averaged down to the RoI resolution, multiplies the feature.
-        masks = F.adaptive_avg_pool2d(mask_logits.sigmoid()[:, None], box_x.shape[-2:])[:, 0]
+        masks = F.adaptive_avg_pool2d(masks[:, None], box_x.shape[-2:])[:, 0]
         box_features = self.box_head(box_x, masks)
         scores, deltas = self.box_predictor(box_features)
-        return mask_logits, box_features, scores, deltas
+        return box_features, scores, deltas
+
+    def _run_pair(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
+        """Both stages of a pair: mask logits, box features, class scores, class-wise deltas."""
+        boxes, x, mask_logits = self._masks(features, proposals)
+        return (mask_logits, *self._categories(features, boxes, x, mask_logits.sigmoid()))
 
     def _decode(self, boxes: torch.Tensor, deltas: torch.Tensor, sizes) -> torch.Tensor:
         """R x k x 4 boxes: ``boxes`` (R x 4, all images' RoIs concatenated) moved by ``deltas`` (R x 4k),
@@ -425,25 +442,31 @@ class MNCROIHeads(ROIHeads):
             return fg_logits.sum() * 0
         return F.binary_cross_entropy_with_logits(fg_logits, mask_targets.to(fg_logits.dtype))
 
-    def _pair_losses(self, proposals, mask_logits, box_features, scores, deltas, k: int):
+    def _mask_level_targets(self, proposals: List[Instances], mask_logits: torch.Tensor):
+        """The box-level positives' rows, their mask targets, and every RoI's mask-level label."""
+        box_labels = cat([p.gt_classes for p in proposals], dim=0)
+        fg = nonzero_tuple((box_labels >= 0) & (box_labels < self.num_classes))[0]
+        mask_targets, gt_areas = self._mask_targets(proposals, self.mask_head.mask_size)
+        boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0).detach()
+        with torch.no_grad():
+            labels = mask_level_labels(
+                box_labels, mask_logits[fg].sigmoid(), mask_targets, boxes[fg], gt_areas, self.num_classes,
+                self.mask_iou_thresh, self.mask_threshold,
+            )
+        return fg, mask_targets, labels
+
+    def _pair_losses(self, proposals, mask_logits, mask_level, box_features, scores, deltas, k: int):
         """The four losses of pair ``k`` (see the module docstring), the mask-level classifier's
-        statistics logged under ``stage{k}/``."""
+        statistics logged under ``stage{k}/``. ``mask_level``: what :meth:`_mask_level_targets` returns."""
+        fg, mask_targets, labels = mask_level
         box_labels = cat([p.gt_classes for p in proposals], dim=0)
         boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0).detach()
         gt_boxes = cat([(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals], dim=0)
-        fg = nonzero_tuple((box_labels >= 0) & (box_labels < self.num_classes))[0]
-        mask_targets, gt_areas = self._mask_targets(proposals, self.mask_head.mask_size)
-        fg_logits = mask_logits[fg]
-        with torch.no_grad():
-            labels = mask_level_labels(
-                box_labels, fg_logits.sigmoid(), mask_targets, boxes[fg], gt_areas, self.num_classes,
-                self.mask_iou_thresh, self.mask_threshold,
-            )
         with get_event_storage().name_scope(f"stage{k}"):
             _log_classification_stats(scores, labels)
         weight = self.box_predictor.loss_weight
         return {
-            f"loss_mask_stage{k}": self._mask_loss(fg_logits, mask_targets) * self.mask_loss_weight,
+            f"loss_mask_stage{k}": self._mask_loss(mask_logits[fg], mask_targets) * self.mask_loss_weight,
             f"loss_cls_stage{k}": cross_entropy(scores, labels) * weight.get("loss_cls", 1.0),
             f"loss_cls_box_level_stage{k}": cross_entropy(self.box_level_classifier(box_features), box_labels),
             f"loss_box_reg_stage{k}": self.box_predictor.box_reg_loss(boxes, gt_boxes, deltas, box_labels)
@@ -456,8 +479,15 @@ class MNCROIHeads(ROIHeads):
         for k in range(self.num_stages // 2):
             if k > 0:
                 proposals = self._label_cascaded(self._next_proposals(proposals, scores, deltas), targets)
-            mask_logits, box_features, scores, deltas = self._run_pair(features, proposals)
-            losses.update(self._pair_losses(proposals, mask_logits, box_features, scores, deltas, k))
+            boxes, x, mask_logits = self._masks(features, proposals)
+            mask_level = self._mask_level_targets(proposals, mask_logits)
+            masks = mask_logits.sigmoid()
+            if self.masking_grad == "mask_level_positives":
+                labels = mask_level[2]
+                positive = (labels >= 0) & (labels < self.num_classes)
+                masks = torch.where(positive[:, None, None], masks, masks.detach())
+            box_features, scores, deltas = self._categories(features, boxes, x, masks)
+            losses.update(self._pair_losses(proposals, mask_logits, mask_level, box_features, scores, deltas, k))
         return losses
 
     # ---------------------------------------------------------------------------------------------
