@@ -1,4 +1,4 @@
-# MNC's Table 1 (a) and (b) baselines (Sec. 6.1): one VGG-16 per stage network (RPN, masks, categories),
+# MNC's Table 1 (a) and (b) baselines (Sec. 7.1): one VGG-16 per stage network (RPN, masks, categories),
 # the 3-stage cascade (tested with 5 stages, as every row), trained step by step: each step trains one
 # network on the outputs of the others, whose weights stay fixed (MNC.freeze); boxes are detached
 # between the networks. (a): three separate networks, each from ImageNet. (b): then the category

@@ -1,4 +1,4 @@
-"""MNC's inference post-processing: per-class NMS, then mask voting (Dai et al. 2016, Sec. 6.1).
+"""MNC's inference post-processing: per-class NMS, then mask voting (Dai et al. 2016, Sec. 6, "Inference").
 
 Each kept instance's mask becomes the score-weighted pixel average of the masks of every instance of
 its class whose box overlaps it by IoU >= ``vote_iou_thresh`` (itself included; the other kept

@@ -79,7 +79,7 @@ def mask_level_labels(
     threshold: float = 0.4,
 ) -> torch.Tensor:
     """
-    Labels of MNC's mask-level classifier (Sec. 5, "Positive/negative samples" (iii)): the box-level
+    Labels of MNC's mask-level classifier (Sec. 6, "Positive/negative samples" (iii)): the box-level
     labels, except that a box-level positive whose predicted mask overlaps its GT instance's mask by
     mask IoU < ``iou_thresh`` becomes background (``num_classes``).
 

@@ -1,4 +1,4 @@
-"""Separate networks per MNC stage, for the paper's Table 1 baselines (Sec. 6.1): (a) three separate
+"""Separate networks per MNC stage, for the paper's Table 1 baselines (Sec. 7.1): (a) three separate
 networks trained step by step, each on the outputs of the trained earlier ones; (b) the same with the
 shared convolutional layers taken from the last stage's network and kept fixed while each stage's own
 layers are trained again. configs/VOC-SBD/mnc_VGG16_table1{a,b}_step*.py run the steps; :class:`MNC`'s
