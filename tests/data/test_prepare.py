@@ -296,7 +296,7 @@ def test_truncated_download_is_an_error_and_leaves_nothing(served_balloon):
     server.lengths["balloon_dataset.zip"] = size + 100
     with pytest.raises(prepare.PrepareError, match=f"zip: the connection ended after {size} of {size + 100} bytes; run again"):
         prepare.prepare("balloon", str(root), stream=io.StringIO())
-    assert os.listdir(root) == []
+    assert not root.exists()
 
 
 def test_an_archive_from_an_earlier_run_is_reused(served_balloon, tiny_balloon, tmp_path):
@@ -342,7 +342,11 @@ def test_offline_download_is_one_line_naming_the_way_out(tmp_path, monkeypatch, 
     message = str(exit_info.value.code)
     assert message.startswith(f"error: cannot download {url} (") and "\n" not in message
     assert message.endswith("without a network, download it elsewhere and pass --archive balloon=FILE")
-    assert os.listdir(root) == []
+    assert not root.exists(), "the datasets root it created is removed"
+    root.mkdir()
+    with pytest.raises(SystemExit):
+        prepare.main(["balloon", "--root", str(root)])
+    assert os.listdir(root) == [], "an existing root stays, as it was"
 
 
 def test_command_line_errors(tmp_path, capsys):
@@ -372,4 +376,4 @@ def test_missing_file_on_the_server_is_one_line(served_balloon):
     server.files.clear()
     with pytest.raises(prepare.PrepareError, match=r"^cannot download http://\S+/balloon_dataset.zip \(Not Found\); "):
         prepare.prepare("balloon", str(root), stream=io.StringIO())
-    assert os.listdir(root) == []
+    assert not root.exists()

@@ -187,11 +187,14 @@ def _fetch(name: str, downloads: str, stream=None) -> str:
     if os.path.isfile(archive):
         print(f"{name}: using {archive}, downloaded by an earlier run", file=stream or sys.stderr)
         return archive
+    new_root = not os.path.isdir(os.path.dirname(downloads))
     os.makedirs(downloads, exist_ok=True)
     try:
         download(url, archive, f"; without a network, download it elsewhere and pass --archive {name}=FILE", stream)
     except BaseException:
         _remove(None, downloads)
+        if new_root:  # an empty datasets root would change where the generated shapes go
+            os.rmdir(os.path.dirname(downloads))
         raise
     return archive
 
