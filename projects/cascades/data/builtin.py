@@ -17,8 +17,7 @@ from detectron2.data.datasets import load_coco_json, register_coco_instances
 
 from .storage import cache_root, datasets_root, write_json
 
-__all__ = ["COCO128_SEG_SPLIT_RULE", "coco128_seg_split", "register_all", "register_coco_semantic",
-           "register_split"]
+__all__ = ["coco128_seg_split", "register_all", "register_coco_semantic", "register_split"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,13 +27,12 @@ _SMALL_DATASETS = {
     "balloon_val": ("balloon/val.json", "balloon/val"),
 }
 _COCO128_SEG = ("coco128-seg/train.json", "coco128-seg/images")
-COCO128_SEG_SPLIT_RULE = "validation: the images whose COCO id modulo 4 is 1; training: the others"
 
 
 def coco128_seg_split(image_id: int) -> str:
-    """The split of a coco128-seg image, "train" or "val", by COCO128_SEG_SPLIT_RULE. Any residue would
-    do; 1 keeps the grayscale and the two unannotated photos of the first 96 in training, where tests
-    use them."""
+    """The split of a coco128-seg image: "val" when its COCO id modulo 4 is 1, else "train". Any residue
+    would do; 1 keeps the grayscale and the two unannotated photos of the first 96 in training, where
+    tests use them."""
     return "val" if image_id % 4 == 1 else "train"
 
 
