@@ -10,7 +10,14 @@ Many machines:   (machine i)$ ./train_net.py --num-machines 2 --machine-rank i -
 SLURM:           ./train_net.py --config-file cfg.py --slurm --slurm-partition gpu --slurm-nodes 2 --num-gpus 8
 """
 
-from cascades.engine.config import check_datasets, exit_on_bad_input, load_config, resolve_config_file
+import os
+
+from torch.multiprocessing import ProcessExitedException
+
+from cascades.engine.checkpoint import check_checkpoint_file
+from cascades.engine.config import (check_datasets, check_training_settings, exit_on_bad_input, load_config,
+                                    resolve_config_file)
+from cascades.engine.output_lock import OutputDirLock
 from cascades.engine.trainer import run
 from detectron2.engine import default_argument_parser, launch
 
@@ -54,14 +61,29 @@ def main(argv=None):
         args.config_file = resolve_config_file(args.config_file)
         cfg = load_config(args.config_file, args.opts)
         check_datasets(cfg)
+        if not args.eval_only:
+            nodes = args.slurm_nodes if args.slurm else args.num_machines
+            check_training_settings(cfg, world_size=args.num_gpus * nodes)
+        output_dir = cfg.train.output_dir
+        resuming = args.resume and os.path.isfile(os.path.join(output_dir, "last_checkpoint"))
+        if not resuming or args.eval_only:
+            check_checkpoint_file(cfg.train.init_checkpoint)
+        if args.machine_rank == 0:  # on the other machines, the run's own main process holds it
+            OutputDirLock(output_dir).check(resume=args.resume)
     if args.slurm:
         from cascades.engine.slurm import TrainingJob, build_executor
 
-        job = build_executor(args, cfg.train.output_dir).submit(TrainingJob(args))
+        job = build_executor(args, output_dir).submit(TrainingJob(args))
         print(f"Submitted SLURM job {job.job_id}; its logs are in {job.paths.folder}")
         return
-    launch(run, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    try:
+        launch(run, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except ProcessExitedException as e:
+        # A process exited by itself (SystemExit), having printed why; launch has ended the others.
+        if e.signal_name:
+            raise SystemExit(f"train_net.py: error: a training process was ended by {e.signal_name}") from None
+        raise SystemExit(e.exit_code) from None
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
+import logging
 import os
+import re
 
 import pytest
 import torch
 from torch import nn
 
 from cascades.engine import Checkpointer, CheckpointMismatchError
+from cascades.engine.checkpoint import CheckpointReadError, check_checkpoint_file
+from cascades.engine.failures import TrainingDiverged
 
 
 def _model(classes=3):
@@ -95,3 +99,77 @@ def test_detectron2_names_load_through_the_same_code(tmp_path, monkeypatch):
     assert requested == ["https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/MSRA/R-50.pkl"]
     for k, v in model.state_dict().items():
         assert (v.numpy() == weights[k]).all()
+
+
+def _damaged_copies(tmp_path):
+    """An empty file, a text file, a checkpoint cut in half, and one whose data (not its zip directory)
+    is overwritten."""
+    Checkpointer(_built(), str(tmp_path)).save("good")
+    good = (tmp_path / "good.pth").read_bytes()
+    files = {"empty.pth": b"", "text.pth": b"not a checkpoint\n", "truncated.pth": good[: len(good) // 2]}
+    start = good.index(b"data/0") + 100
+    files["damaged.pth"] = good[:start] + bytes(len(good) // 3) + good[start + len(good) // 3:]
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    return [str(tmp_path / name) for name in files]
+
+
+def test_unreadable_checkpoints_are_named(tmp_path):
+    empty, text, truncated, damaged = _damaged_copies(tmp_path)
+    for path, message in [(empty, "an empty file"), (text, "truncated or not a checkpoint"),
+                          (truncated, "truncated or not a checkpoint")]:
+        with pytest.raises(CheckpointReadError, match=re.escape(f"Checkpoint {path!r}") + ".*" + message):
+            check_checkpoint_file(path)
+    check_checkpoint_file(damaged)  # the quick check reads the zip directory, not the weights
+    for path in (empty, text, truncated, damaged):
+        with pytest.raises(CheckpointReadError, match=re.escape(f"Checkpoint {path!r} cannot be read")):
+            Checkpointer(_built()).load(path)
+
+
+def test_folder_is_not_a_missing_checkpoint(tmp_path):
+    checkpointer = Checkpointer(_built(), str(tmp_path))
+    checkpointer.save("model_0000004")
+    message = re.escape(f"Checkpoint {str(tmp_path)!r} is a folder, not a checkpoint file (its last checkpoint "
+                        f"is {tmp_path / 'model_0000004.pth'})")
+    with pytest.raises(CheckpointReadError, match=message):
+        check_checkpoint_file(str(tmp_path))
+    with pytest.raises(CheckpointReadError, match=message):
+        Checkpointer(_built()).load(str(tmp_path))
+
+
+def test_resume_falls_back_past_an_unreadable_checkpoint(tmp_path, caplog):
+    model = _built()
+    checkpointer = Checkpointer(model, str(tmp_path))
+    for iteration in range(3):
+        with torch.no_grad():
+            model[0].weight.fill_(iteration)
+        checkpointer.save(f"model_{iteration:07d}", iteration=iteration)
+    (tmp_path / "model_0000002.pth").write_bytes((tmp_path / "model_0000002.pth").read_bytes()[:100])
+    fresh = _built()
+    with caplog.at_level(logging.WARNING):
+        assert Checkpointer(fresh, str(tmp_path)).resume_or_load("", resume=True)["iteration"] == 1
+    assert (fresh[0].weight == 1).all()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        f"Resuming from {tmp_path / 'model_0000001.pth'}, the latest readable checkpoint: "
+        f"Checkpoint '{tmp_path / 'model_0000002.pth'}' cannot be read")
+    # A last_checkpoint that names nothing: the latest periodic checkpoint that can be read.
+    (tmp_path / "last_checkpoint").write_text("")
+    assert Checkpointer(_built(), str(tmp_path)).resume_or_load("", resume=True)["iteration"] == 1
+    for name in ("model_0000000.pth", "model_0000001.pth"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(CheckpointReadError, match="No checkpoint in .* can be read to resume"):
+        Checkpointer(_built(), str(tmp_path)).resume_or_load("", resume=True)
+
+
+def test_non_finite_weights_are_not_saved(tmp_path):
+    model = _built()
+    checkpointer = Checkpointer(model, str(tmp_path))
+    checkpointer.save("model_0000001", iteration=1)
+    with torch.no_grad():
+        model[1].running_var[2] = float("nan")
+    with pytest.raises(TrainingDiverged, match=r"^training diverged at iteration 2: 1 weight tensor is non-finite, "
+                                               r"in 1; model_0000002.pth was not saved$"):
+        checkpointer.save("model_0000002", iteration=2)
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]
+    assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0000001.pth")

@@ -1,6 +1,9 @@
+import re
+
 import pytest
 
-from cascades.engine.config import apply_overrides, check_datasets, load_config, resolve_config_file
+from cascades.engine.config import (apply_overrides, check_datasets, check_training_settings, load_config,
+                                    resolve_config_file)
 from detectron2.config import LazyConfig
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
@@ -48,3 +51,25 @@ def test_dataset_checks(cfg, tmp_path):
     with pytest.raises(KeyError, match="'not_registered_anywhere' of the config is not registered"):
         check_datasets(cfg)
     assert MetadataCatalog.get(name).json_file.endswith("train.json")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.max_iter=abc", "train.max_iter must be an integer >= 1; got 'abc'"),
+    ("train.max_iter=-5", "train.max_iter must be an integer >= 1; got -5"),
+    ("train.max_iter=2.5", "train.max_iter must be an integer >= 1; got 2.5"),
+    ("train.checkpointer.period=0", "train.checkpointer.period must be an integer >= 1; got 0"),
+    ("train.checkpointer.max_to_keep=0", "train.checkpointer.max_to_keep must be an integer >= 1 or None; got 0"),
+    ("train.log_period=0", "train.log_period must be an integer >= 1; got 0"),
+    ("train.eval_period=-1", "train.eval_period must be an integer >= 0 (0: no periodic evaluation); got -1"),
+    ("dataloader.train.total_batch_size=0", "dataloader.train.total_batch_size must be an integer >= 1; got 0"),
+    ("dataloader.train.total_batch_size=3", "total_batch_size=3 must be divisible by the number of processes (2"),
+    ("lr_multiplier.warmup_iter=-1", "warmup_iter must be a non-negative integer; got -1"),
+])
+def test_training_settings_are_checked_before_start(override, message):
+    cfg = load_config(DEMO, [override])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_training_settings(cfg, world_size=2)
+
+
+def test_good_training_settings_pass():
+    check_training_settings(load_config(DEMO, ["train.checkpointer.max_to_keep=null"]), world_size=2)

@@ -3,6 +3,7 @@ run the very same job callable through submitit's in-process debug executor, inc
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -13,6 +14,7 @@ sys.path.insert(0, ROOT)
 
 import train_net  # noqa: E402
 from cascades.engine.config import load_config  # noqa: E402
+from cascades.engine.output_lock import LOCK_NAME  # noqa: E402
 from cascades.engine.slurm import TrainingJob, build_executor  # noqa: E402
 from cascades.engine.smoke import smoke_overrides  # noqa: E402
 
@@ -60,6 +62,13 @@ def test_job_runs_and_requeue_resumes(tiny_args):
     executor = build_executor(make(2), out, cluster="debug")
     executor.submit(TrainingJob(make(2))).result()
     assert os.path.isdir(os.path.join(out, "slurm"))
+    # A preempted job is killed: it leaves its lock (here, from the node it ran on) and maybe a
+    # half-written checkpoint.
+    with open(os.path.join(out, LOCK_NAME), "w") as f:
+        json.dump({"pid": 4242, "host": "node-17", "started": "2024-01-01T00:00:00", "command": "train_net.py"}, f)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    half_written = os.path.join(out, f"model_0000002.pth.partial-{int(ended.stdout)}")
+    open(half_written, "wb").close()
     # ...and its requeued submission, which submitit builds with TrainingJob.checkpoint().
     requeued = TrainingJob(make(3)).checkpoint()
     assert requeued.function.args.resume
@@ -67,3 +76,4 @@ def test_job_runs_and_requeue_resumes(tiny_args):
     with open(os.path.join(out, "metrics.json")) as f:
         iterations = [json.loads(line)["iteration"] for line in f if '"total_loss"' in line]
     assert iterations == [0, 1, 2], "the requeued job continues at iteration 2"
+    assert not os.path.exists(os.path.join(out, LOCK_NAME)) and not os.path.exists(half_written)

@@ -1,10 +1,13 @@
 """Files that appear complete or not at all: a kill mid-write leaves the previous version intact."""
 
 import os
+import re
 
 from detectron2.utils.file_io import PathManager
 
-__all__ = ["AtomicFile", "AtomicPathManager"]
+__all__ = ["AtomicFile", "AtomicPathManager", "process_running", "remove_stale_partial_files"]
+
+_PARTIAL = re.compile(r".+\.partial-(\d+)")
 
 
 class AtomicFile:
@@ -15,7 +18,7 @@ class AtomicFile:
         if "w" not in mode:
             raise ValueError(f"AtomicFile is for writing; got mode={mode!r}")
         self._path = path
-        self._tmp = f"{path}.partial-{os.getpid()}"
+        self._tmp = f"{path}.partial-{os.getpid()}"  # see remove_stale_partial_files
         self._file = open(self._tmp, mode)
 
     def __enter__(self):
@@ -43,3 +46,28 @@ class AtomicPathManager:
 
     def __getattr__(self, name):
         return getattr(PathManager, name)
+
+
+def process_running(pid):
+    """Whether a process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def remove_stale_partial_files(folder):
+    """Deletes the temporary files that writers killed mid-write left in ``folder`` (``*.partial-<pid>``
+    of processes that no longer run); returns their names. For a folder no other host writes to."""
+    if not os.path.isdir(folder):
+        return []
+    stale = []
+    for name in sorted(os.listdir(folder)):
+        match = _PARTIAL.fullmatch(name)
+        if match and int(match.group(1)) != os.getpid() and not process_running(int(match.group(1))):
+            os.remove(os.path.join(folder, name))
+            stale.append(name)
+    return stale

@@ -6,13 +6,14 @@ import os
 
 from omegaconf import OmegaConf
 
-from detectron2.config import LazyConfig
+from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.registry import locate
 
 from .checkpoint import CheckpointMismatchError
 
-__all__ = ["apply_overrides", "check_datasets", "exit_on_bad_input", "load_config", "resolve_config_file"]
+__all__ = ["apply_overrides", "check_datasets", "check_training_settings", "exit_on_bad_input", "load_config",
+           "resolve_config_file"]
 
 _MISSING = object()
 
@@ -103,6 +104,33 @@ def check_datasets(cfg):
                 raise FileNotFoundError(
                     f"Dataset {name!r}: its {key} {meta[key]!r} does not exist. Datasets are found under "
                     f"$DETECTRON2_DATASETS (now {os.environ.get('DETECTRON2_DATASETS', 'unset: ./datasets')})")
+
+
+def _check_int(cfg, key, minimum, extra=""):
+    value = OmegaConf.select(cfg, key, default=_MISSING)
+    if value is _MISSING:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key} must be an integer >= {minimum}{extra}; got {value!r}")
+    return value
+
+
+def check_training_settings(cfg, world_size=1):
+    """Fails before anything starts, naming the key, on training settings that detectron2 would trip
+    over only later (a string or negative max_iter, a checkpoint period of 0, an empty batch), and on
+    an LR schedule that cannot be built for them."""
+    _check_int(cfg, "train.max_iter", 1)
+    _check_int(cfg, "train.checkpointer.period", 1)
+    if OmegaConf.select(cfg, "train.checkpointer.max_to_keep", default=None) is not None:
+        _check_int(cfg, "train.checkpointer.max_to_keep", 1, " or None")
+    _check_int(cfg, "train.log_period", 1)
+    _check_int(cfg, "train.eval_period", 0, " (0: no periodic evaluation)")
+    batch = _check_int(cfg, "dataloader.train.total_batch_size", 1)
+    if batch is not None and batch % world_size:
+        raise ValueError(f"dataloader.train.total_batch_size={batch} must be divisible by the number of "
+                         f"processes ({world_size}: --num-gpus x --num-machines)")
+    if "lr_multiplier" in cfg:
+        instantiate(cfg.lr_multiplier)
 
 
 @contextlib.contextmanager

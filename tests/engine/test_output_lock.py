@@ -1,0 +1,98 @@
+"""One run per output folder: refused while the holder runs, taken over when it has ended."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from cascades.engine.output_lock import LOCK_NAME, OutputDirInUse, OutputDirLock, _process_start
+
+
+@pytest.fixture
+def live_process():
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def plant(folder, **holder):
+    record = {"pid": 1, "host": socket.gethostname(), "process_start": None, "started": "2024-01-01T00:00:00",
+              "command": "train_net.py --config-file x.py", **holder}
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, LOCK_NAME), "w") as f:
+        json.dump(record, f)
+    return record
+
+
+def holder_of(folder):
+    with open(os.path.join(folder, LOCK_NAME)) as f:
+        return json.load(f)
+
+
+def test_lock_names_its_holder_and_is_released(tmp_path):
+    with OutputDirLock(str(tmp_path / "out")).acquire() as lock:
+        holder = holder_of(tmp_path / "out")
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+        assert holder["started"] and sys.argv[0] in holder["command"]
+        assert lock.took_over is None
+    assert not os.path.exists(tmp_path / "out" / LOCK_NAME)
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_live_holder_is_refused_even_on_resume(tmp_path, live_process, resume):
+    plant(tmp_path, pid=live_process.pid, process_start=_process_start(live_process.pid))
+    with pytest.raises(OutputDirInUse, match=f"is in use by another run: pid {live_process.pid} on "
+                                             f"{socket.gethostname()}, started 2024-01-01T00:00:00 "
+                                             r"\(command: train_net.py --config-file x.py\)"):
+        OutputDirLock(str(tmp_path)).acquire(resume=resume)
+    with pytest.raises(OutputDirInUse):
+        OutputDirLock(str(tmp_path)).check(resume=resume)
+    assert holder_of(tmp_path)["pid"] == live_process.pid, "the holder's lock is left alone"
+
+
+def test_reused_pid_is_not_the_holder(tmp_path, live_process):
+    # The holder's pid now belongs to another process, which started at another time.
+    plant(tmp_path, pid=live_process.pid, process_start="1")
+    lock = OutputDirLock(str(tmp_path)).acquire()
+    assert "has ended" in lock.took_over
+    lock.release()
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_lock_of_an_ended_run_is_taken_over_with_one_message(tmp_path, resume):
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    plant(tmp_path, pid=int(ended.stdout))
+    lock = OutputDirLock(str(tmp_path)).acquire(resume=resume)
+    assert lock.took_over == (f"took over {tmp_path} from the run that held it, pid {int(ended.stdout)} on "
+                              f"{socket.gethostname()}, started 2024-01-01T00:00:00 (command: train_net.py "
+                              "--config-file x.py), which has ended")
+    assert holder_of(tmp_path)["pid"] == os.getpid()
+    lock.release()
+
+
+def test_lock_from_another_host_needs_resume(tmp_path):
+    plant(tmp_path, host="node-17", pid=4242)
+    with pytest.raises(OutputDirInUse, match="held by a run on another host: pid 4242 on node-17.*Pass --resume"):
+        OutputDirLock(str(tmp_path)).acquire()
+    # A requeued SLURM job resumes, possibly on another node.
+    lock = OutputDirLock(str(tmp_path)).acquire(resume=True)
+    assert "pid 4242 on node-17" in lock.took_over and "runs on another host (--resume)" in lock.took_over
+    lock.release()
+
+
+def test_damaged_lock_is_taken_over(tmp_path):
+    (tmp_path / LOCK_NAME).write_text('{"pid": 12')
+    lock = OutputDirLock(str(tmp_path)).acquire()
+    assert "whose lock is unreadable" in lock.took_over
+    lock.release()
+
+
+def test_release_leaves_a_lock_taken_over_by_another_run(tmp_path):
+    lock = OutputDirLock(str(tmp_path)).acquire()
+    other = plant(tmp_path, host="node-17")
+    lock.release()
+    assert holder_of(tmp_path) == other
