@@ -96,3 +96,23 @@ def test_release_leaves_a_lock_taken_over_by_another_run(tmp_path):
     other = plant(tmp_path, host="node-17")
     lock.release()
     assert holder_of(tmp_path) == other
+
+
+def test_two_runs_taking_over_at_once_leave_one_holder(tmp_path, monkeypatch, live_process):
+    """Two runs find the same stale lock; the faster one puts its own in place before the slower one
+    renames "the stale lock" away: the slower one puts the new lock back and is refused."""
+    plant(tmp_path, host="node-17")
+    faster = {"pid": live_process.pid, "host": socket.gethostname(), "process_start": _process_start(live_process.pid),
+              "started": "2024-01-02T00:00:00", "command": "train_net.py --resume"}
+    real_rename = os.rename
+
+    def rename_after_the_faster_run(src, dst):
+        with open(src, "w") as f:
+            json.dump(faster, f)
+        monkeypatch.setattr(os, "rename", real_rename)
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename_after_the_faster_run)
+    with pytest.raises(OutputDirInUse, match=f"in use by another run: pid {live_process.pid}"):
+        OutputDirLock(str(tmp_path)).acquire(resume=True)
+    assert holder_of(tmp_path) == faster

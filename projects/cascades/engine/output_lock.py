@@ -1,6 +1,7 @@
 """One run per output folder: a lock file naming its holder, so that a second run cannot mix its
 checkpoints, metrics and config with those of a run still writing there."""
 
+import contextlib
 import datetime
 import json
 import os
@@ -72,13 +73,20 @@ class OutputDirLock:
         while not self._create(record):
             holder = self._read()
             alive = self._check_holder(holder, resume)
-            # Renaming the stale lock away is atomic: of two runs taking over at once, one wins.
+            # Renaming the stale lock away is atomic: of two runs taking over at once, one moves it. The
+            # other may then move the winner's new lock instead: it puts that back and looks again.
             stale = f"{self.path}.stale-{os.getpid()}"
             try:
                 os.rename(self.path, stale)
             except FileNotFoundError:
                 continue
+            moved = self._read(stale)
+            if moved != holder:
+                with contextlib.suppress(FileExistsError):
+                    os.link(stale, self.path)
             os.remove(stale)
+            if moved != holder:
+                continue
             self.took_over = (f"took over {os.path.dirname(self.path)} from the run that held it, "
                               + (f"{_describe(holder)}, which " if holder else "whose lock is unreadable and which ")
                               + ("has ended" if alive is False else "runs on another host (--resume)"))
@@ -121,10 +129,10 @@ class OutputDirLock:
             os.remove(written)
         return True
 
-    def _read(self):
+    def _read(self, path=None):
         """The holder's record; None for an unreadable one (a damaged file)."""
         try:
-            with open(self.path) as f:
+            with open(path or self.path) as f:
                 holder = json.load(f)
         except (OSError, ValueError):
             return None
