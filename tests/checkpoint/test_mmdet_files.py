@@ -146,3 +146,16 @@ def test_detectron2_checkpointer_loads_mmdet_paths_fully(tmp_path):
     assert set(converted) == {k for k in ours if not k.endswith("num_batches_tracked")}
     for key, value in converted.items():
         assert torch.equal(ours[key], value), key
+
+
+class _Pickled:
+    """An arbitrary object: weights_only=True must refuse to run its unpickling."""
+
+
+def test_pickled_objects_are_refused_not_executed(tmp_path, cache):
+    source = tmp_path / "model.pth"
+    torch.save({"state_dict": tiny_mmdet_state_dict(), "meta": {"hook": _Pickled()}}, source)
+    with pytest.raises(MMDetConversionError, match=r"holds a pickled .*_Pickled, which "
+                                                   r"torch\.load\(weights_only=True\) refuses to execute"):
+        converted_checkpoint(str(source))
+    assert converted_files(cache) == []

@@ -37,3 +37,10 @@ def test_configs_follow_mmdetections_conventions():
         thresh = {p.test_score_thresh for p in model.roi_heads.box_predictors}
         assert thresh == ({0.05} if c.config.startswith("cascade") else {0.001})
         assert (model.roi_heads.semantic_head is None) == c.config.startswith("cascade")
+
+
+def test_docs_table_is_the_published_one():
+    with open(os.path.join(ROOT, "docs", "MMDET.md")) as f:
+        docs = f.read()
+    for c in MMDET_CHECKPOINTS:
+        assert f"| `{c.config}` | [{c.mmdet_name}]({c.url}) | {c.box_ap} | {c.mask_ap} |" in docs, c.config

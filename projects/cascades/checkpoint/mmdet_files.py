@@ -67,7 +67,7 @@ def _verify(path: str, source: str) -> str:
 
 
 def _download(url: str) -> str:
-    """The verified local copy of ``url``, downloaded once into the cache."""
+    """The local copy of ``url``, downloaded once into the cache and kept only if verified."""
     name = os.path.basename(url.split("?")[0])
     if not _expected_hash(name):
         raise MMDetConversionError(
@@ -75,8 +75,7 @@ def _download(url: str) -> str:
             "as mmdetection publishes them); download it yourself and give the local path")
     folder = os.path.join(cache_dir(), "downloads")
     path = os.path.join(folder, name)
-    if os.path.isfile(path):
-        _verify(path, url)
+    if os.path.isfile(path):  # verified by the caller, like any local file
         return path
     os.makedirs(folder, exist_ok=True)
     fd, partial = tempfile.mkstemp(dir=folder, prefix=f"{name}.partial-")
@@ -105,6 +104,11 @@ def load_mmdet_state_dict(path: str, source: str = None) -> Dict[str, torch.Tens
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated or foreign files
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if refused:
+            raise MMDetConversionError(
+                f"{source} holds a pickled {refused[1]}, which torch.load(weights_only=True) refuses to "
+                "execute: expected an mmdetection checkpoint of tensors and plain metadata") from e
         raise MMDetConversionError(
             f"Cannot read {source} as a PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}): "
             "expected an mmdetection .pth file; is it truncated?") from e
