@@ -10,6 +10,7 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.registry import locate
 
+from ..data.storage import DATASETS_HINT, datasets_root
 from .checkpoint import CheckpointMismatchError
 
 __all__ = ["apply_overrides", "check_datasets", "check_training_settings", "exit_on_bad_input", "load_config",
@@ -93,9 +94,8 @@ def check_datasets(cfg):
     for name in _dataset_names(cfg):
         if name not in DatasetCatalog:
             raise KeyError(f"Dataset {name!r} of the config is not registered (datasets under "
-                           f"$DETECTRON2_DATASETS={os.environ.get('DETECTRON2_DATASETS', 'unset')} are "
-                           f"registered only when their folder exists); registered datasets: "
-                           f"{', '.join(sorted(DatasetCatalog.keys()))}")
+                           f"{datasets_root()} are registered only when their folder exists: "
+                           f"{DATASETS_HINT}); registered datasets: {', '.join(sorted(DatasetCatalog.keys()))}")
         meta = MetadataCatalog.get(name).as_dict()
         if meta.get("generated"):
             continue
@@ -103,7 +103,7 @@ def check_datasets(cfg):
             if key in meta and not os.path.exists(meta[key]):
                 raise FileNotFoundError(
                     f"Dataset {name!r}: its {key} {meta[key]!r} does not exist. Datasets are found under "
-                    f"$DETECTRON2_DATASETS (now {os.environ.get('DETECTRON2_DATASETS', 'unset: ./datasets')})")
+                    f"{datasets_root()} ({DATASETS_HINT})")
 
 
 def _check_int(cfg, key, minimum, extra=""):
