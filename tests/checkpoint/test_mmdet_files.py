@@ -134,18 +134,38 @@ def test_downloads_are_verified_before_they_are_kept(http_folder, cache):
     assert os.listdir(cache / "downloads") == [good]
 
 
-def test_detectron2_checkpointer_loads_mmdet_paths_fully(tmp_path):
-    """detectron2's own DetectionCheckpointer (as tools.lazyconfig_train_net uses it) resolves
-    mmdet://<file> through the path handler and fills every tensor of the model."""
-    source = save_with_hash(mmdet_state_dict("cascade-mask-rcnn_r50_fpn_1x_coco"), str(tmp_path))
-    assert PathManager.get_local_path(f"mmdet://{source}") == converted_checkpoint(source)
-    model = our_model("cascade_mask_rcnn_R_50_FPN_1x")
-    DetectionCheckpointer(model).load(f"mmdet://{source}")
-    converted = convert_mmdet_state_dict(mmdet_state_dict("cascade-mask-rcnn_r50_fpn_1x_coco"))
+@pytest.fixture(scope="module")
+def full_size_file(tmp_path_factory):
+    """A full-size mmdetection Cascade Mask R-CNN R-50 checkpoint (random values) and its conversion."""
+    state_dict = mmdet_state_dict("cascade-mask-rcnn_r50_fpn_1x_coco")
+    return save_with_hash(state_dict, str(tmp_path_factory.mktemp("mmdet"))), convert_mmdet_state_dict(state_dict)
+
+
+def _loaded_exactly(model, converted):
     ours = model.state_dict()
     assert set(converted) == {k for k in ours if not k.endswith("num_batches_tracked")}
     for key, value in converted.items():
         assert torch.equal(ours[key], value), key
+
+
+def test_detectron2_checkpointer_loads_mmdet_paths_fully(full_size_file):
+    """detectron2's own DetectionCheckpointer (as tools.lazyconfig_train_net uses it) resolves
+    mmdet://<file> through the path handler and fills every tensor of the model."""
+    source, converted = full_size_file
+    assert PathManager.get_local_path(f"mmdet://{source}") == converted_checkpoint(source)
+    model = our_model("cascade_mask_rcnn_R_50_FPN_1x")
+    DetectionCheckpointer(model).load(f"mmdet://{source}")
+    _loaded_exactly(model, converted)
+
+
+def test_predictor_takes_mmdet_paths(full_size_file):
+    from cascades.engine import Predictor
+    from cascades.model_zoo import get_config
+
+    source, converted = full_size_file
+    cfg = get_config("COCO-InstanceSegmentation/mmdet/cascade_mask_rcnn_R_50_FPN_1x.py")
+    cfg.train.init_checkpoint, cfg.train.device = f"mmdet://{source}", "cpu"
+    _loaded_exactly(Predictor(cfg).model, converted)
 
 
 class _Pickled:

@@ -1,0 +1,70 @@
+"""Our SCNet, HTC and Cascade Mask R-CNN against mmdetection's own code, at the same (random, seeded)
+weights, on real coco128-seg photos at their native test size (1333x800). See parity.py for how and
+docs/MMDET.md for the figures. Needs the reference environment (`make reference`)."""
+import os
+
+import pytest
+import torch
+
+from parity import MODELS, REFERENCE_PYTHON, coco128_images, compare, reference
+
+if not os.path.exists(REFERENCE_PYTHON):
+    pytest.skip("mmdetection parity: no reference environment (.venv-mmdet); `make reference` builds it",
+                allow_module_level=True)
+if not os.path.isdir(os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "coco128-seg")):
+    pytest.skip("mmdetection parity: coco128-seg not found under $DETECTRON2_DATASETS", allow_module_level=True)
+
+QUICKEST = {"cascade_mask_rcnn_R_50_FPN_1x"}
+# Relative to the reference's largest magnitude: float32 rounding through 50-101 layers.
+FEATURES, LOGITS, BOXES_PX = 1e-4, 1e-3, 1e-2
+
+
+@pytest.fixture(scope="module", params=[m if m in QUICKEST else pytest.param(m, marks=pytest.mark.slow)
+                                        for m in MODELS])
+def reference_run(request, tmp_path_factory):
+    model = request.param
+    images = coco128_images(1 if "X_101" in model else 2)
+    out = reference(model, images, str(tmp_path_factory.mktemp(model)))
+    refs = [torch.load(os.path.join(out, f), weights_only=True) for f in sorted(os.listdir(out))
+            if f != "checkpoint.pth"]
+    return model, refs, os.path.join(out, "checkpoint.pth")
+
+
+def test_with_mmdetection_head_options_every_stage_and_the_final_outputs_agree(reference_run):
+    model, refs, checkpoint = reference_run
+    for ref in refs:
+        result = compare(model, ref, checkpoint, head_options=True)
+        for key, value in result.items():
+            if key.startswith("features"):
+                assert value < FEATURES, (key, value)
+            elif "logits" in key:
+                assert value < LOGITS, (key, value)
+            elif "(px)" in key:
+                assert value < BOXES_PX, (key, value)
+        assert result["proposals matched"] > 0.99
+        # On the same proposals: the same detections, scores, boxes and masks.
+        given = {k.split(",")[0]: v for k, v in result.items() if k.endswith("on mmdet's proposals")}
+        assert given["unmatched"] == 0 and given["masks IoU < 0.99"] == 0, result
+        assert given["score"] < 1e-4 and given["box (px)"] < BOXES_PX, result
+        # End to end, the few proposals that the two RPNs' top-k and NMS decide within float noise
+        # (under 1%) may change a few low-ranked detections.
+        assert result["unmatched"] <= 3 and result["masks IoU < 0.99"] == 0, result
+        assert result["score"] < 1e-4, result
+
+
+def test_without_them_only_the_documented_stages_differ(reference_run):
+    """Our heads as they are: the backbone, FPN and RPN agree; the differences start exactly where
+    docs/MMDET.md says (SCNet's residual blocks, the semantic fusion and pooling, the score average)."""
+    model, refs, checkpoint = reference_run
+    result = compare(model, refs[0], checkpoint, head_options=False)
+    for key, value in result.items():
+        if key.startswith("features"):
+            assert value < FEATURES, (key, value)
+    assert result["proposals matched"] > 0.99
+    semantic = not model.startswith("cascade")
+    assert (result.get("semantic logits", 0) > LOGITS) == semantic
+    assert (result["stage 0 logits"] > LOGITS) == semantic  # the semantic feature enters the box heads
+    if not semantic:  # Cascade Mask R-CNN: only the score average differs
+        assert all(result[f"stage {t} logits"] < LOGITS for t in range(3))
+        assert all(v < LOGITS for k, v in result.items() if k.startswith("mask head"))
+        assert result["score"] > 1e-4
