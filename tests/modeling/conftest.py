@@ -207,18 +207,37 @@ def spy(monkeypatch):
     return install
 
 
-def roi_features_with_context(heads, features, boxes, pooler):
+def semantic_roi_features(heads, embedding, boxes, size, semantic_box_pool):
+    """The semantic embedding RoI-aligned at stride 8 for RoI features of ``size`` x ``size``: as the
+    released code pools it for the box branch (``semantic_box_pool="from_mask_resolution"``), at the
+    mask resolution and then averaged over blocks down to ``size``; else at ``size`` directly."""
+    from detectron2.modeling.poolers import convert_boxes_to_pooler_format
+
+    def pool(resolution):
+        rois = convert_boxes_to_pooler_format(boxes)
+        return roi_align(embedding, rois, resolution, spatial_scale=1 / 8, sampling_ratio=0, aligned=True)
+
+    mask_size = heads.mask_pooler.output_size[0]
+    if semantic_box_pool == "direct" or mask_size == size:
+        return pool((size, size))
+    x = pool((mask_size, mask_size))
+    block = mask_size // size
+    return x.reshape(*x.shape[:2], size, block, size, block).mean(dim=(3, 5))
+
+
+def roi_features_with_context(heads, features, boxes, pooler, semantic_box_pool=None):
     """RoI features as the HTC/SCNet papers fuse them, computed apart from the heads' own code: the
-    pooled FPN features, plus the semantic embedding RoI-aligned at stride 8, plus the image's
-    global-context vector (where the heads have those branches)."""
+    pooled FPN features, plus the semantic embedding RoI-aligned at stride 8 (for the box branch as
+    ``semantic_box_pool`` says, by default the heads' setting), plus the image's global-context vector
+    (where the heads have those branches)."""
     from detectron2.modeling.poolers import convert_boxes_to_pooler_format
 
     x = pooler([features[f] for f in heads.box_in_features], boxes)
     rois = convert_boxes_to_pooler_format(boxes)
     if heads.semantic_head is not None:
         _, embedding = heads.semantic_head(features)
-        x = x + roi_align(embedding, rois, tuple(x.shape[-2:]), spatial_scale=1 / 8, sampling_ratio=0,
-                          aligned=True)
+        box_pool = semantic_box_pool or heads.semantic_box_pool
+        x = x + semantic_roi_features(heads, embedding, boxes, x.shape[-1], box_pool)
     if heads.global_context_head is not None:
         _, vectors = heads.global_context_head(features)
         x = x + vectors[rois[:, 0].long()][:, :, None, None]
@@ -227,7 +246,8 @@ def roi_features_with_context(heads, features, boxes, pooler):
 
 @pytest.fixture
 def with_context():
-    """``with_context(heads, features, boxes, pooler)``: :func:`roi_features_with_context`."""
+    """``with_context(heads, features, boxes, pooler, semantic_box_pool=None)``:
+    :func:`roi_features_with_context`."""
     return roi_features_with_context
 
 

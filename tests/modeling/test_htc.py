@@ -24,27 +24,37 @@ def test_loss_names(roi_heads_and_batch):
     assert set(train_step(heads, batch)) == EXPECTED_LOSSES | {"loss_semantic_seg"}
 
 
-def _regressed_positives(heads, stage, t, targets):
-    """Box stage t's regressed boxes, clipped, non-empty, that overlap a GT by >= stage t's IoU, in
-    order; and the GT each one overlaps most."""
+def _regressed_positives(heads, stage, t, targets, add_gt):
+    """Box stage t's regressed boxes, clipped, non-empty (with ``add_gt``: without those regressed from
+    GT boxes, and followed by the GT boxes), that overlap a GT by >= stage t's IoU, in order; and the
+    GT each one overlaps most."""
     regressed = heads.box_predictor[t].predict_boxes(stage.predictions, stage.proposals)
     positives = []
-    for boxes, target in zip(regressed, targets):
+    for boxes, source, target in zip(regressed, stage.proposals, targets):
+        if add_gt:
+            from_gt = (source.proposal_boxes.tensor[:, None] == target.gt_boxes.tensor[None]).all(-1).any(1)
+            assert from_gt.any()
+            boxes = boxes[~from_gt]
         boxes = Boxes(boxes.detach())
         boxes.clip(target.image_size)
         boxes = boxes[boxes.nonempty()]
+        if add_gt:
+            boxes = Boxes.cat([boxes, target.gt_boxes])
         best = pairwise_iou(target.gt_boxes, boxes).max(dim=0)
         keep = best.values >= STAGE_IOUS[t]
         positives.append((boxes[keep], best.indices[keep]))
     return positives
 
 
-def test_mask_stage_t_trains_on_box_stage_t_regressed_boxes_with_information_flow(roi_heads_and_batch, spy,
+@pytest.mark.parametrize("add_gt_every_stage", [True, False])
+def test_mask_stage_t_trains_on_box_stage_t_regressed_boxes_with_information_flow(add_gt_every_stage,
+                                                                                 roi_heads_and_batch, spy,
                                                                                  with_context, monkeypatch):
     """Interleaved execution (the SCNet paper's Eq. 2): mask stage t's samples are the boxes regressed by
-    box stage t, re-labelled at stage t's IoU, with their GT masks; its features run through the heads of
-    stages <= t in chain (information flow); its loss is alpha_t times the mask loss."""
-    heads, batch = roi_heads_and_batch("htc")
+    box stage t, re-labelled at stage t's IoU, with their GT masks (as released, with the GT boxes in
+    place of the boxes regressed from them); its features run through the heads of stages <= t in chain
+    (information flow); its loss is alpha_t times the mask loss."""
+    heads, batch = roi_heads_and_batch("htc", add_gt_every_stage=add_gt_every_stage)
     features, _, targets = batch
     cascade = spy(heads, "_run_cascade")
     order = []
@@ -57,7 +67,7 @@ def test_mask_stage_t_trains_on_box_stage_t_regressed_boxes_with_information_flo
 
     ((_, stages),) = [c.out for c in cascade]
     for t, stage in enumerate(stages):
-        positives = _regressed_positives(heads, stage, t, targets)
+        positives = _regressed_positives(heads, stage, t, targets, add_gt_every_stage)
         assert sum(len(b) for b, _ in positives) > 0
         x = with_context(heads, features, [b for b, _ in positives], heads.mask_pooler)
         prev = None
@@ -75,9 +85,11 @@ def test_mask_stage_t_trains_on_box_stage_t_regressed_boxes_with_information_flo
         assert losses[f"loss_mask_stage{t}"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_inference_averages_the_chained_heads(roi_heads_and_batch, with_context):
-    """Mask ensemble over the chained heads on the final detections: the mean of their probabilities."""
-    heads, (features, proposals, _) = roi_heads_and_batch("htc", num_classes=2)
+@pytest.mark.parametrize("mask_ensemble", [True, False])
+def test_inference_averages_the_chained_heads(mask_ensemble, roi_heads_and_batch, with_context):
+    """Mask ensemble over the chained heads on the final detections: the mean of their probabilities
+    (the papers, mmdetection 2); without it the last head's (mmdetection 3.x)."""
+    heads, (features, proposals, _) = roi_heads_and_batch("htc", num_classes=2, mask_ensemble=mask_ensemble)
     heads.eval()
     with torch.no_grad():
         instances, _ = heads(None, features, proposals)
@@ -89,7 +101,8 @@ def test_inference_averages_the_chained_heads(roi_heads_and_batch, with_context)
             probs.append(head.predict(prev)[torch.arange(len(classes)), classes].sigmoid())
     got = torch.cat([i.pred_masks[:, 0] for i in instances])
     assert len(got) > 0
-    assert torch.allclose(got, sum(probs) / 3, atol=1e-6)
+    assert torch.allclose(got, sum(probs) / 3 if mask_ensemble else probs[-1], atol=1e-6)
+    assert not torch.allclose(sum(probs) / 3, probs[-1], atol=1e-3)
     for inst in instances:
         assert len(inst) <= 100 and (inst.scores > 0.001).all()
 
@@ -103,4 +116,8 @@ def test_htc_needs_one_flowing_head_per_stage(small_config):
         instantiate(cfg.model.roi_heads)
     cfg.model.roi_heads.mask_head = cfg.model.roi_heads.mask_head[:2]
     with pytest.raises(ValueError, match="one per stage"):
+        instantiate(cfg.model.roi_heads)
+    cfg = small_config("htc")
+    cfg.model.roi_heads.mask_ensemble = "last"
+    with pytest.raises(ValueError, match="mask_ensemble must be True or False, got 'last'"):
         instantiate(cfg.model.roi_heads)

@@ -90,15 +90,21 @@ def _structure(model):
 
 def _hyperparameters(heads):
     """What the keys of add_cascades_config control, and which samples the heads train on."""
+    semantic = heads.semantic_head
     out = {
         "stage_loss_weights": heads.stage_loss_weights,
         "sample_every_stage": heads.sample_every_stage,
         "matchers": [m.thresholds for m in heads.proposal_matchers],
-        "semantic": (heads.semantic_head.in_features, heads.semantic_head.fusion_level,
-                     heads.semantic_head.loss_weight, heads.semantic_head.ignore_value),
+        "semantic": (semantic.in_features, semantic.fusion_level, semantic.loss_weight, semantic.ignore_value,
+                     semantic.resize_before_lateral, semantic.align_corners),
+        # The released behaviour where the papers are silent (the heads' defaults).
+        "released": (heads.add_gt_every_stage, heads.score_averaging, heads.semantic_box_pool),
+        "relu_after_residual": {getattr(m, "relu_after_residual", None) for m in heads.modules()},
     }
     if isinstance(heads, SCNetROIHeads):
         out.update(sample_consistent=heads.sample_consistent, mask_loss_weights=heads.mask_loss_weights)
+    if isinstance(heads, HTCROIHeads):
+        out.update(mask_ensemble=heads.mask_ensemble)
     if heads.global_context_head is not None:
         out["global_context"] = (heads.global_context_head.in_feature, heads.global_context_head.loss_weight)
     return out
@@ -123,7 +129,8 @@ def test_yacs_route_builds_the_same_models(method):
 def test_scnet_config_is_the_released_model():
     """SCNet R-50-FPN as in the paper and the released config: one 12-conv residual mask head on the last
     stage's samples, feature relay 1024 -> 256 x 7 x 7 -> x2, global context on p6 (lambda 3), residual
-    semantic branch over p2-p6 at p3 (183 classes, gamma 0.2), test score > 0.001, NMS 0.5, 100 per image."""
+    semantic branch over p2-p6 at p3 (183 classes, gamma 0.2), test score > 0.001, NMS 0.5, 100 per image;
+    the released code's behaviour where the paper is silent."""
     cfg = LazyConfig.load(os.path.join(REPO, "configs/COCO-InstanceSegmentation/scnet_R_50_FPN_1x.py"))
     heads = instantiate(cfg.model).roi_heads
     (mask_head,) = heads.mask_head
@@ -142,3 +149,9 @@ def test_scnet_config_is_the_released_model():
     for predictor in heads.box_predictor:
         test_settings = (predictor.test_score_thresh, predictor.test_nms_thresh, predictor.test_topk_per_image)
         assert test_settings == (0.001, 0.5, 100)
+    # Where the paper is silent, the released code's behaviour (docs/fidelity_scnet_htc_rows.md).
+    assert (heads.add_gt_every_stage, heads.score_averaging, heads.semantic_box_pool) == (
+        True, "logits", "from_mask_resolution")
+    assert (semantic.resize_before_lateral, semantic.align_corners) == (True, True)
+    pairs = [m for m in heads.modules() if hasattr(m, "relu_after_residual")]
+    assert len(pairs) == 6 + 2 + 2 and not any(p.relu_after_residual for p in pairs)

@@ -40,28 +40,59 @@ def set_conv_biases(convs, first, second):
             conv.bias.fill_(first if k % 2 == 0 else second)
 
 
-def residual_pairs_reference(x, convs):
-    """relu(conv2(relu(conv1(x))) + x) for every pair: a skip around every two convs."""
+def residual_pairs_reference(x, convs, relu_after_residual=False):
+    """conv2(relu(conv1(x))) + x for every pair (the released SimplifiedBasicBlock), with a ReLU after
+    the sum when ``relu_after_residual``: a skip around every two convs."""
     for conv1, conv2 in zip(convs[0::2], convs[1::2]):
         y = F.relu(F.conv2d(x, conv1.weight, conv1.bias, padding=1))
-        x = F.relu(F.conv2d(y, conv2.weight, conv2.bias, padding=1) + x)
+        x = F.conv2d(y, conv2.weight, conv2.bias, padding=1) + x
+        x = F.relu(x) if relu_after_residual else x
     return x
 
 
-def test_residual_pairs_skip_every_two_convs():
-    stack = ConvStack(4, 4, 4, residual=True).double()
-    # Hand-computed: with zero weights each pair adds its second bias to its input (x >= 0): +1 twice.
-    # A skip around every conv would add 0.5 + 1 per pair, a plain stack would forget x.
+def two_pairs_by_hand(x, relu_after_residual):
+    """Two pairs with zero weights and biases 0.5, 1 on an input x < -1: each pair adds 1 to its input
+    (its first conv's ReLU(0.5) never reaches the output), so x + 2 as released; with a ReLU after
+    each sum, relu(relu(x + 1) + 1) = 1. A skip around every conv would add 0.5 + 1 per pair, a plain
+    stack would forget x."""
+    return torch.ones_like(x) if relu_after_residual else x + 2
+
+
+@pytest.mark.parametrize("relu_after_residual", [False, True])
+def test_residual_pairs_skip_every_two_convs(relu_after_residual):
+    stack = ConvStack(4, 4, 4, residual=True, relu_after_residual=relu_after_residual).double()
     set_conv_biases(convs_of(stack), 0.5, 1.0)
-    x = torch.rand(2, 4, 5, 5, dtype=torch.float64)
-    assert torch.allclose(stack(x), x + 2, atol=1e-12)
+    x = torch.rand(2, 4, 5, 5, dtype=torch.float64) - 5
+    assert torch.allclose(stack(x), two_pairs_by_hand(x, relu_after_residual), atol=1e-12)
     # Random weights: the same value as the pairs computed conv by conv.
     torch.manual_seed(0)
-    stack = ConvStack(4, 4, 4, residual=True).double()
+    stack = ConvStack(4, 4, 4, residual=True, relu_after_residual=relu_after_residual).double()
     x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
-    assert torch.allclose(stack(x), residual_pairs_reference(x, convs_of(stack)), atol=1e-12)
+    expected = residual_pairs_reference(x, convs_of(stack), relu_after_residual)
+    assert torch.allclose(stack(x), expected, atol=1e-12)
+    assert (stack(x) < 0).any() != relu_after_residual
     with pytest.raises(ValueError, match="even num_convs"):
         ConvStack(8, 8, 3, residual=True)
+    with pytest.raises(ValueError, match="relu_after_residual must be True or False, got 'no'"):
+        ConvStack(8, 8, 4, residual=True, relu_after_residual="no")
+
+
+@pytest.mark.parametrize("relu_after_residual", [False, True])
+def test_every_residual_head_takes_relu_after_residual(relu_after_residual):
+    """The mask, semantic and global-context heads build their residual pairs with the option."""
+    option = {"relu_after_residual": relu_after_residual}
+    stacks = [
+        SCNetMaskHead(ShapeSpec(channels=4, height=14, width=14), num_classes=3, conv_dims=[4] * 5,
+                      **option).convs,
+        FusedSemanticHead(FPN, in_features=list(FPN), fusion_level="p3", num_classes=3, conv_dim=4,
+                          residual=True, **option).convs,
+        GlobalContextHead(FPN, in_feature="p6", num_classes=3, conv_dim=4, **option).convs,
+    ]
+    x = torch.rand(2, 4, 5, 5, dtype=torch.float64) - 5
+    for stack in stacks:
+        stack = stack.double()
+        set_conv_biases(convs_of(stack), 0.5, 1.0)
+        assert torch.allclose(stack(x), two_pairs_by_hand(x, relu_after_residual), atol=1e-12)
 
 
 def test_scnet_mask_head_is_twelve_convs_with_a_skip_every_two():
@@ -75,9 +106,9 @@ def test_scnet_mask_head_is_twelve_convs_with_a_skip_every_two():
     expected = head.predictor(F.relu(head.deconv(features)))
     assert torch.allclose(head.layers(x), expected, atol=1e-12)
     assert head.layers(x).shape == (2, 3, 28, 28)
-    # Hand-computed: zero conv weights, second biases 1: six pairs add 6 to x >= 0.
+    # Hand-computed: zero conv weights, second biases 1: six pairs add 6 to x (no ReLU after a sum).
     set_conv_biases(convs, 0.5, 1.0)
-    x = torch.rand(2, 4, 14, 14, dtype=torch.float64)
+    x = torch.rand(2, 4, 14, 14, dtype=torch.float64) - 3
     assert torch.allclose(head.layers(x), head.predictor(F.relu(head.deconv(x + 6))), atol=1e-12)
     with pytest.raises(ValueError, match="one width"):
         SCNetMaskHead(ShapeSpec(channels=16), num_classes=3, conv_dims=[16, 8, 16])
@@ -110,7 +141,9 @@ def test_global_context_is_the_mean_of_the_residual_stack_on_its_level():
     convs = convs_of(head.convs)
     assert len(convs) == 4
     features = {k: v.double() for k, v in fpn_features(size=256).items()}  # p6: 4 x 4
-    # Hand-computed: zero conv weights, second biases 1: two pairs add 2; then the spatial mean.
+    # Hand-computed: zero conv weights, second biases 1: two pairs add 2 (no ReLU after a sum, so
+    # negative values stay); then the spatial mean.
+    features["p6"] = features["p6"] - 3
     set_conv_biases(convs, 0.5, 1.0)
     with torch.no_grad():
         head.classifier.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, -1]]))
@@ -172,6 +205,53 @@ def test_semantic_head_fuses_every_level_at_stride_8():
     assert torch.allclose(logits, expected, atol=1e-9) and torch.allclose(embedding, expected, atol=1e-9)
     with pytest.raises(ValueError, match="fusion_level"):
         FusedSemanticHead(FPN, in_features=["p2"], fusion_level="p3", num_classes=5)
+
+
+FUSIONS = [(True, True), (False, False), (True, False), (False, True)]
+
+
+def fused_by_hand(head, features, resize_before_lateral, align_corners):
+    """The sum over levels of relu(1x1 conv) and the bilinear resize to p3's 8 x 8, in either order."""
+
+    def resize(x):
+        if x.shape[-2:] == (8, 8):
+            return x
+        return F.interpolate(x, size=(8, 8), mode="bilinear", align_corners=align_corners)
+
+    def lateral(conv, x):
+        return F.relu(F.conv2d(x, conv.weight, conv.bias))
+
+    levels = [(conv, features[name]) for name, conv in zip(FPN, head.lateral_convs)]
+    if resize_before_lateral:
+        return sum(lateral(conv, resize(x)) for conv, x in levels)
+    return sum(resize(lateral(conv, x)) for conv, x in levels)
+
+
+@pytest.mark.parametrize("resize_before_lateral,align_corners", FUSIONS)
+def test_semantic_fusion_resizes_then_projects_each_level_with_aligned_corners(resize_before_lateral,
+                                                                                align_corners):
+    """As released (the defaults): each level resized to p3's resolution (bilinear, aligned corners),
+    then its 1x1 conv + ReLU; the other settings as they say. Values from torch's conv and interpolate,
+    level by level."""
+    torch.manual_seed(0)
+    options = {"resize_before_lateral": resize_before_lateral, "align_corners": align_corners}
+    head = FusedSemanticHead(FPN, in_features=list(FPN), fusion_level="p3", num_classes=4, conv_dim=4,
+                             residual=True, **options).double()
+    if (resize_before_lateral, align_corners) == FUSIONS[0]:
+        default = FusedSemanticHead(FPN, in_features=list(FPN), fusion_level="p3", num_classes=4)
+        assert (default.resize_before_lateral, default.align_corners) == FUSIONS[0]
+    set_conv_biases(convs_of(head.convs), 0.0, 0.0)  # the residual pairs pass their input on
+    _identity_1x1(head.predictor)
+    features = {k: v.double() - 0.5 for k, v in fpn_features().items()}  # both signs: the ReLU matters
+    logits, _ = head(features)
+    expected = fused_by_hand(head, features, resize_before_lateral, align_corners)
+    assert torch.allclose(logits, expected, atol=1e-12)
+    for other in FUSIONS:  # each setting computes something else
+        if other != (resize_before_lateral, align_corners):
+            assert not torch.allclose(logits, fused_by_hand(head, features, *other), atol=1e-3)
+    for name in options:
+        with pytest.raises(ValueError, match=f"{name} must be True or False, got 1"):
+            FusedSemanticHead(FPN, in_features=list(FPN), fusion_level="p3", num_classes=4, **{name: 1})
 
 
 def test_semantic_loss_is_0_2_cross_entropy_on_subsampled_labels_ignoring_255():

@@ -56,16 +56,22 @@ def test_loss_names(method, overrides, expected, roi_heads_and_batch):
     assert all(torch.isfinite(v) for v in losses.values())
 
 
-@pytest.mark.parametrize("method", ["scnet", "cascade"])
-def test_every_stages_box_head_sees_pooled_features_plus_image_context(method, roi_heads_and_batch, spy,
-                                                                      with_context):
+BOX_POOLS = ["from_mask_resolution", "direct"]
+
+
+@pytest.mark.parametrize("method,semantic_box_pool", [("scnet", BOX_POOLS[0]), ("cascade", BOX_POOLS[0]),
+                                                      ("cascade", BOX_POOLS[1])])
+def test_every_stages_box_head_sees_pooled_features_plus_image_context(method, semantic_box_pool,
+                                                                      roi_heads_and_batch, spy, with_context):
     """SCNet: semantic embedding and global-context vector added to every box RoI feature; the
-    Cascade baseline: the semantic embedding."""
-    heads, batch = roi_heads_and_batch(method)
+    Cascade baseline: the semantic embedding. The embedding is RoI-aligned at the mask resolution
+    (14) and averaged down to 7 x 7 as released, or RoI-aligned at 7 x 7 ("direct")."""
+    heads, batch = roi_heads_and_batch(method, semantic_box_pool=semantic_box_pool)
     features, _, _ = batch
     cascade = spy(heads, "_run_cascade")
     inputs = [spy(head, "forward") for head in heads.box_head]
     run(heads, batch)
+    other_pool = ({*BOX_POOLS} - {semantic_box_pool}).pop()
     for k, stage in enumerate(stages_of(cascade)):
         boxes = [p.proposal_boxes for p in stage.proposals]
         (call,) = inputs[k]
@@ -73,6 +79,8 @@ def test_every_stages_box_head_sees_pooled_features_plus_image_context(method, r
         assert torch.allclose(call.args[0], expected, atol=1e-5)
         plain = heads.box_pooler([features[f] for f in heads.box_in_features], boxes)
         assert not torch.allclose(call.args[0], plain, atol=1e-2)  # the context is not negligible
+        other = with_context(heads, features, boxes, heads.box_pooler, other_pool)
+        assert not torch.allclose(call.args[0], other, atol=1e-3)  # nor is how it is pooled
 
 
 @pytest.mark.parametrize("method,overrides", [("scnet", {}), ("cascade", {"sample_consistent": True})])
@@ -137,35 +145,51 @@ def test_feature_relay_relays_only_the_positives(roi_heads_and_batch, spy):
 def _cascade_by_hand(heads, features, proposals, with_context):
     """The three box stages at test time, from the heads' weights only: each stage pools its input
     boxes (+ context), classifies and regresses them; its clipped boxes are the next stage's input.
-    Returns each stage's class probabilities and the last stage's boxes."""
+    Returns each stage's class logits and the last stage's boxes."""
     sizes = [p.image_size for p in proposals]
     boxes = [p.proposal_boxes for p in proposals]
-    probs = []
+    logits = []
     for k in range(3):
         x = heads.box_head[k](with_context(heads, features, boxes, heads.box_pooler))
         predictor = heads.box_predictor[k]
         scores, deltas = predictor(x)
         counts = [len(b) for b in boxes]
-        probs.append(scores.softmax(dim=1).split(counts))
+        logits.append(scores.split(counts))
         regressed = predictor.box2box_transform.apply_deltas(deltas, cat([b.tensor for b in boxes]))
         boxes = []
         for b, size in zip(regressed.split(counts), sizes):
             b = Boxes(b)
             b.clip(size)
             boxes.append(b)
-    return probs, [b.tensor for b in boxes]
+    return logits, [b.tensor for b in boxes]
 
 
-def test_scores_are_the_mean_of_the_three_stage_classifiers_with_the_last_stages_boxes(roi_heads_and_batch,
+def _averaged_scores(logits, score_averaging):
+    """Per image: the softmax of the mean of the stages' logits (released), or the mean of their
+    softmaxes (detectron2)."""
+    if score_averaging == "logits":
+        return [(sum(per_image) / 3).softmax(dim=1) for per_image in zip(*logits)]
+    return [sum(x.softmax(dim=1) for x in per_image) / 3 for per_image in zip(*logits)]
+
+
+@pytest.mark.parametrize("score_averaging", ["logits", "probabilities"])
+def test_scores_are_the_mean_of_the_three_stage_classifiers_with_the_last_stages_boxes(score_averaging,
+                                                                                       roi_heads_and_batch,
                                                                                        with_context):
-    heads, (features, proposals, _) = roi_heads_and_batch("scnet", num_classes=3)
+    """Test-time scores: the three stage classifiers averaged, as released (their logits, then one
+    softmax: the default) or as detectron2 (their probabilities); the last stage's boxes; score >
+    0.001, NMS 0.5, 100 per image."""
+    heads, (features, proposals, _) = roi_heads_and_batch("scnet", num_classes=3,
+                                                          score_averaging=score_averaging)
     instances = infer(heads, features, proposals)
     predictor = heads.box_predictor[-1]
     test_settings = (predictor.test_score_thresh, predictor.test_nms_thresh, predictor.test_topk_per_image)
     assert test_settings == (0.001, 0.5, 100)
     with torch.no_grad():
-        probs, boxes = _cascade_by_hand(heads, features, proposals, with_context)
-    scores = [sum(per_image) / 3 for per_image in zip(*probs)]
+        logits, boxes = _cascade_by_hand(heads, features, proposals, with_context)
+    scores = _averaged_scores(logits, score_averaging)
+    other = _averaged_scores(logits, ({"logits", "probabilities"} - {score_averaging}).pop())
+    assert not torch.allclose(cat(scores), cat(other), atol=1e-3)  # the two averages differ here
     expected, _ = fast_rcnn_inference(boxes, scores, [p.image_size for p in proposals], 0.001, 0.5, 100)
     for got, want in zip(instances, expected):
         assert 0 < len(got) <= 100
@@ -218,25 +242,99 @@ def test_invalid_configurations_are_rejected(roi_heads_and_batch):
         roi_heads_and_batch("cascade", feature_relays=[{"_target_": "cascades.modeling.FeatureRelayHead"}])
     with pytest.raises(ValueError, match="stage_loss_weights"):
         roi_heads_and_batch("scnet", stage_loss_weights=[1.0])
+    with pytest.raises(ValueError, match="score_averaging must be one of 'logits', 'probabilities', got 'm"):
+        roi_heads_and_batch("scnet", score_averaging="mean")
+    with pytest.raises(ValueError, match="semantic_box_pool must be one of 'from_mask_resolution', 'direct'"):
+        roi_heads_and_batch("cascade", semantic_box_pool=7)
+    with pytest.raises(ValueError, match="add_gt_every_stage must be True or False, got 'yes'"):
+        roi_heads_and_batch("scnet", add_gt_every_stage="yes")
 
 
-def test_sample_every_stage_subsamples_later_stages_like_the_first(roi_heads_and_batch, matched):
-    """With ``sample_every_stage`` a later stage keeps min(positives, 25% of 16) positives and fills
-    up to 16 with negatives, like the first stage's sampler; without it, every box. Either way each
-    box carries its matched GT's class, box and mask."""
-    _, (_, _, targets) = roi_heads_and_batch("scnet")
-    target = targets[0]
+def test_released_pooling_of_the_semantic_embedding_needs_the_mask_branch(small_config):
+    from detectron2.config import instantiate
+
+    from cascades.modeling import SemanticCascadeROIHeads
+
+    cfg = small_config("cascade").model.roi_heads
+    cfg._target_ = SemanticCascadeROIHeads
+    for key in ("mask_in_features", "mask_pooler", "mask_head", "sample_consistent"):
+        cfg.pop(key)
+    with pytest.raises(ValueError, match="semantic_box_pool='from_mask_resolution' pools at the mask pooler"):
+        instantiate(cfg)
+    cfg.semantic_box_pool = "direct"
+    assert not instantiate(cfg).mask_on
+
+
+@pytest.mark.parametrize("add_gt_every_stage", [True, False])
+def test_later_stages_get_the_gt_boxes_instead_of_those_regressed_from_them(add_gt_every_stage,
+                                                                           roi_heads_and_batch, spy):
+    """As released (the default): stage t > 0's proposals are the boxes that stage t-1 regressed
+    (clipped, non-empty), without those it regressed from GT boxes, followed by the GT boxes; with
+    ``add_gt_every_stage=False`` (detectron2), all its regressed boxes and no GT boxes."""
+    heads, batch = roi_heads_and_batch("scnet", add_gt_every_stage=add_gt_every_stage)
+    assert not heads.sample_every_stage  # the small config: no subsampling, so the sets are exact
+    _, _, targets = batch
+    cascade = spy(heads, "_run_cascade")
+    run(heads, batch)
+    stages = stages_of(cascade)
+    for t in (1, 2):
+        prev = stages[t - 1]
+        regressed = heads.box_predictor[t - 1].predict_boxes(prev.predictions, prev.proposals)
+        for boxes, source, target, got in zip(regressed, prev.proposals, targets, stages[t].proposals):
+            from_gt = (source.proposal_boxes.tensor[:, None] == target.gt_boxes.tensor[None]).all(-1).any(1)
+            assert from_gt.any() == (add_gt_every_stage or t == 1)  # detectron2 adds them to stage 0
+            if add_gt_every_stage:
+                boxes = boxes[~from_gt]
+            boxes = Boxes(boxes.detach())
+            boxes.clip(target.image_size)
+            expected = boxes[boxes.nonempty()].tensor
+            if add_gt_every_stage:
+                expected = torch.cat([expected, target.gt_boxes.tensor])
+            assert torch.equal(got.proposal_boxes.tensor, expected)
+
+
+@pytest.mark.parametrize("method", ["scnet", "htc"])
+def test_mask_on_off_gives_the_boxes_only(method, roi_heads_and_batch, spy):
+    """detectron2's GeneralizedRCNNWithTTA turns ``roi_heads.mask_on`` off to get the boxes, then
+    segments its merged boxes with ``forward_with_given_boxes``: with mask_on off, the detections without
+    running the mask branch; the same boxes as with it on."""
+    heads, (features, proposals, _) = roi_heads_and_batch(method, num_classes=2)
+    full = infer(heads, features, proposals)
+    mask_calls = spy(heads, "_mask_inference")
+    heads.mask_on = False
+    boxes_only = infer(heads, features, proposals)
+    assert heads.forward_with_given_boxes(features, boxes_only) is boxes_only
+    assert mask_calls == []
+    for got, want in zip(boxes_only, full):
+        assert set(got.get_fields()) == {"pred_boxes", "scores", "pred_classes"}
+        assert torch.equal(got.pred_boxes.tensor, want.pred_boxes.tensor)
+        assert torch.equal(got.scores, want.scores) and torch.equal(got.pred_classes, want.pred_classes)
+    heads.mask_on = True
+    with torch.no_grad():
+        segmented = heads.forward_with_given_boxes(features, boxes_only)
+    for got, want in zip(segmented, full):
+        assert torch.equal(got.pred_masks, want.pred_masks)
+
+
+def test_detectron2s_test_time_augmentation_runs_the_mask_branch_on_the_merged_boxes_only(small_config,
+                                                                                         monkeypatch):
+    from detectron2.config import get_cfg, instantiate
+    from detectron2.modeling import GeneralizedRCNNWithTTA
+
+    torch.manual_seed(0)
+    model = instantiate(small_config("scnet").model).eval()
+    cfg = get_cfg()
+    cfg.MODEL.MASK_ON = True
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = model.roi_heads.num_classes
+    cfg.TEST.AUG.MIN_SIZES, cfg.TEST.AUG.MAX_SIZE, cfg.TEST.AUG.FLIP = (96, 128), 200, True
+    heads = model.roi_heads
+    mask_on_at_calls, real = [], heads._mask_inference
+    monkeypatch.setattr(heads, "_mask_inference",
+                        lambda *a: (mask_on_at_calls.append(heads.mask_on), real(*a))[1])
     g = torch.Generator().manual_seed(0)
-    far = torch.tensor([[100.0, 0, 127, 10]]) + torch.rand(30, 4, generator=g)  # negatives at IoU 0.6
-    boxes = torch.cat([target.gt_boxes.tensor.repeat(4, 1) + torch.rand(12, 4, generator=g), far])
-    for every, expected in ((True, (4, 12)), (False, (12, 30))):
-        heads, _ = roi_heads_and_batch("scnet", sample_every_stage=every, batch_size_per_image=16)
-        (proposals,) = heads._create_proposals_from_boxes([boxes], [target.image_size])
-        with EventStorage():
-            (labelled,) = heads._match_and_label_boxes([proposals], 1, [target])
-        positive = labelled.gt_classes < heads.num_classes
-        assert (int(positive.sum()), int((~positive).sum())) == expected
-        (idx,) = matched([target], [labelled])
-        assert torch.equal(labelled.gt_classes[positive], target.gt_classes[idx][positive])
-        assert torch.equal(labelled.gt_boxes.tensor, target.gt_boxes.tensor[idx])
-        assert torch.equal(labelled.gt_masks.tensor, target.gt_masks.tensor[idx])
+    image = torch.randint(0, 256, (3, 120, 160), generator=g, dtype=torch.uint8)
+    with torch.no_grad():
+        (output,) = GeneralizedRCNNWithTTA(cfg, model)([{"image": image, "height": 120, "width": 160}])
+    assert mask_on_at_calls and all(mask_on_at_calls)  # never in the boxes-only passes
+    instances = output["instances"]
+    assert len(instances) > 0 and instances.pred_masks.shape[1:] == (120, 160)

@@ -57,4 +57,20 @@ MUTANTS = [
                "tests/modeling/test_scnet_roi_heads.py::"
                "test_cascade_mask_ensemble_is_the_mean_of_the_heads_probabilities"],
     ),
+    Mutant(
+        name="htc_mask_of_the_last_head_only",
+        concept="mask ensemble at test (the papers, mmdetection 2): all chained heads averaged",
+        path=HTC,
+        old="if not self.mask_ensemble:",
+        new="if True:",
+        tests=[f"{TESTS}::test_inference_averages_the_chained_heads[True]"],
+    ),
+    Mutant(
+        name="htc_mask_ensemble_off_ignored",
+        concept="option mask_ensemble=False: the last head's mask only (mmdetection 3.x)",
+        path=HTC,
+        old="if not self.mask_ensemble:",
+        new="if False:",
+        tests=[f"{TESTS}::test_inference_averages_the_chained_heads[False]"],
+    ),
 ]

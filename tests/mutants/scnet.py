@@ -1,6 +1,7 @@
 """Mutants of SCNet (Vu et al., AAAI 2021) and the parts it shares with HTC and the Cascade baseline:
 sample consistency, the residual mask head, feature relay, global context, the semantic branch, the
-loss weights of Eqs. (3)-(4), score averaging and the labelling of later stages' samples."""
+loss weights of Eqs. (3)-(4), score averaging and the labelling of later stages' samples; and the
+released code's behaviour where the paper is silent (docs/fidelity_scnet_htc_rows.md)."""
 from mutants import Mutant
 
 MODELING = "projects/cascades/modeling"
@@ -12,6 +13,14 @@ WEIGHT_TESTS = "tests/modeling/test_loss_weights.py"
 SC_TEST = f"{ROI_TESTS}::test_mask_heads_are_trained_on_the_last_box_stages_positives"
 BOX_CONTEXT_TEST = f"{ROI_TESTS}::test_every_stages_box_head_sees_pooled_features_plus_image_context"
 SEGMENT_TEST = f"{ROI_TESTS}::test_scnet_segments_the_final_detections"
+RESIDUAL_TEST = f"{HEAD_TESTS}::test_residual_pairs_skip_every_two_convs"
+RESIDUAL_HEADS_TEST = f"{HEAD_TESTS}::test_every_residual_head_takes_relu_after_residual"
+FUSION_TEST = f"{HEAD_TESTS}::test_semantic_fusion_resizes_then_projects_each_level_with_aligned_corners"
+SCORES_TEST = (f"{ROI_TESTS}::"
+               "test_scores_are_the_mean_of_the_three_stage_classifiers_with_the_last_stages_boxes")
+ADD_GT_TEST = f"{ROI_TESTS}::test_later_stages_get_the_gt_boxes_instead_of_those_regressed_from_them"
+HTC_TRAIN_TEST = ("tests/modeling/test_htc.py::"
+                  "test_mask_stage_t_trains_on_box_stage_t_regressed_boxes_with_information_flow")
 
 MUTANTS = [
     Mutant(
@@ -34,8 +43,8 @@ MUTANTS = [
         name="scnet_mask_head_skip_every_conv_pair_dropped",
         concept="12-conv mask head with a skip connection after every two convs",
         path=f"{MODELING}/residual_convs.py",
-        old="return F.relu(out + x)",
-        new="return F.relu(out)",
+        old="out = self.conv2(F.relu(self.conv1(x))) + x",
+        new="out = self.conv2(F.relu(self.conv1(x)))",
         tests=[f"{HEAD_TESTS}::test_scnet_mask_head_is_twelve_convs_with_a_skip_every_two"],
     ),
     Mutant(
@@ -84,21 +93,21 @@ MUTANTS = [
         path=HEADS,
         old="roi_features = roi_features + per_roi[:, :, None, None]",
         new="roi_features = roi_features + 0 * per_roi[:, :, None, None]",
-        tests=[f"{BOX_CONTEXT_TEST}[scnet]"],
+        tests=[f"{BOX_CONTEXT_TEST}[scnet-from_mask_resolution]"],
     ),
     Mutant(
         name="scnet_semantic_not_added",
         concept="semantic branch: the embedding, RoI-pooled at stride 8, is added to the RoI features",
         path=HEADS,
-        old="roi_features = roi_features + semantic_pooler([context.semantic], boxes)",
-        new="roi_features = roi_features + 0 * semantic_pooler([context.semantic], boxes)",
-        tests=[f"{BOX_CONTEXT_TEST}[cascade]"],
+        old="roi_features = roi_features + pool_semantic(context.semantic, boxes)",
+        new="roi_features = roi_features + 0 * pool_semantic(context.semantic, boxes)",
+        tests=[f"{BOX_CONTEXT_TEST}[cascade-from_mask_resolution]"],
     ),
     Mutant(
         name="scnet_context_not_added_to_mask_features",
         concept="global context and semantic embedding are added to the mask RoI features too",
         path=HEADS,
-        old='return self._fuse_context(x, boxes, context, getattr(self, "semantic_mask_pooler", None))',
+        old="return self._fuse_context(x, boxes, context, self._semantic_mask_features)",
         new="return x",
         tests=[SC_TEST],
     ),
@@ -168,12 +177,11 @@ MUTANTS = [
     ),
     Mutant(
         name="scnet_scores_of_the_last_classifier",
-        concept="test: each stage's own classifier, their probabilities averaged (Cascade R-CNN)",
+        concept="test: each stage's own classifier, their scores averaged (Cascade R-CNN)",
         path=HEADS,
         old="predictions = self.box_predictor[stage](box_features)",
         new="predictions = self.box_predictor[-1](box_features)",
-        tests=[f"{ROI_TESTS}::"
-               "test_scores_are_the_mean_of_the_three_stage_classifiers_with_the_last_stages_boxes"],
+        tests=[SCORES_TEST],
     ),
     Mutant(
         name="scnet_later_stages_not_subsampled",
@@ -190,5 +198,89 @@ MUTANTS = [
         old="proposals_per_image.set(name, value[idxs])",
         new="proposals_per_image.set(name, value[idxs.flip(0)])",
         tests=[SC_TEST],
+    ),
+    # The released code where the paper is silent; detectron2's behaviour is the option's other setting.
+    Mutant(
+        name="scnet_relu_after_every_residual_sum",
+        concept="released residual pair (SimplifiedBasicBlock): no ReLU after the sum",
+        path=f"{MODELING}/residual_convs.py",
+        old="return F.relu(out) if self.relu_after_residual else out",
+        new="return F.relu(out)",
+        tests=[f"{RESIDUAL_TEST}[False]", f"{RESIDUAL_HEADS_TEST}[False]",
+               f"{HEAD_TESTS}::test_scnet_mask_head_is_twelve_convs_with_a_skip_every_two"],
+    ),
+    Mutant(
+        name="scnet_relu_after_residual_ignored",
+        concept="option relu_after_residual=True: a ReLU after each pair's sum (a ResNet BasicBlock)",
+        path=f"{MODELING}/residual_convs.py",
+        old="return F.relu(out) if self.relu_after_residual else out",
+        new="return out",
+        tests=[f"{RESIDUAL_TEST}[True]", f"{RESIDUAL_HEADS_TEST}[True]"],
+    ),
+    Mutant(
+        name="scnet_semantic_head_drops_relu_after_residual",
+        concept="the semantic head builds its residual pairs with relu_after_residual",
+        path=f"{MODELING}/semantic_head.py",
+        old="ConvStack(conv_dim, conv_dim, num_convs, residual, norm, relu_after_residual)",
+        new="ConvStack(conv_dim, conv_dim, num_convs, residual, norm)",
+        tests=[f"{RESIDUAL_HEADS_TEST}[True]"],
+    ),
+    Mutant(
+        name="scnet_semantic_lateral_before_resize",
+        concept="released semantic fusion: each level resized first, then its 1x1 conv + ReLU",
+        path=f"{MODELING}/semantic_head.py",
+        old="if self.resize_before_lateral:",
+        new="if not self.resize_before_lateral:",
+        tests=[FUSION_TEST],
+    ),
+    Mutant(
+        name="scnet_semantic_resize_corners_not_aligned",
+        concept="released semantic fusion: bilinear resize with align_corners=True",
+        path=f"{MODELING}/semantic_head.py",
+        old='mode="bilinear", align_corners=self.align_corners',
+        new='mode="bilinear", align_corners=False',
+        tests=[f"{FUSION_TEST}[True-True]"],
+    ),
+    Mutant(
+        name="scnet_semantic_box_features_max_pooled",
+        concept="released box branch: the embedding RoI-aligned at 14 x 14, averaged down to 7 x 7",
+        path=HEADS,
+        old="return F.adaptive_avg_pool2d(x, self.box_pooler.output_size)",
+        new="return F.adaptive_max_pool2d(x, self.box_pooler.output_size)",
+        tests=[f"{BOX_CONTEXT_TEST}[scnet-from_mask_resolution]"],
+    ),
+    Mutant(
+        name="scnet_scores_averaged_as_probabilities",
+        concept="released test scores: the mean of the stages' logits, then one softmax",
+        path=HEADS,
+        old='if self.score_averaging == "logits":',
+        new="if False:",
+        tests=[f"{SCORES_TEST}[logits]"],
+    ),
+    Mutant(
+        name="scnet_gt_not_added_to_later_stages",
+        concept="released sampling: the GT boxes are added to the proposals of every stage",
+        path=HEADS,
+        old="proposals = [_with_gt_boxes(p, t) for p, t in zip(proposals, targets)]",
+        new="proposals = list(proposals)",
+        tests=[f"{ADD_GT_TEST}[True]", f"{HTC_TRAIN_TEST}[True]"],
+    ),
+    Mutant(
+        name="scnet_boxes_regressed_from_gt_kept",
+        concept="released sampling: the boxes regressed from GT boxes leave the next stage's proposals",
+        path=HEADS,
+        old="boxes = [b[~p.from_gt] for b, p in zip(boxes, sources)]",
+        new="boxes = list(boxes)",
+        tests=[f"{ADD_GT_TEST}[True]", f"{HTC_TRAIN_TEST}[True]"],
+    ),
+    Mutant(
+        name="scnet_masks_computed_with_mask_on_off",
+        concept="inference with roi_heads.mask_on off (detectron2's TTA): the boxes, no mask branch",
+        path=HEADS,
+        old="            if not self.mask_on:\n                return box_output, {}\n",
+        new="",
+        tests=[f"{ROI_TESTS}::test_mask_on_off_gives_the_boxes_only",
+               f"{ROI_TESTS}::"
+               "test_detectron2s_test_time_augmentation_runs_the_mask_branch_on_the_merged_boxes_only"],
     ),
 ]

@@ -13,6 +13,11 @@ from detectron2.config import CfgNode as CN
 def add_cascades_config(cfg):
     cfg.MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS = [1.0, 0.5, 0.25]
     cfg.MODEL.ROI_BOX_CASCADE_HEAD.SAMPLE_EVERY_STAGE = True
+    # "logits": the stages' class logits averaged, then one softmax (released); "probabilities":
+    # detectron2's mean of the stages' probabilities.
+    cfg.MODEL.ROI_BOX_CASCADE_HEAD.SCORE_AVERAGING = "logits"
+    # GT boxes added to the proposals of every stage in training (released); False: stage 0 only.
+    cfg.MODEL.ROI_BOX_CASCADE_HEAD.ADD_GT_EVERY_STAGE = True
 
     cfg.MODEL.SEMANTIC_HEAD = CN()
     cfg.MODEL.SEMANTIC_HEAD.ENABLED = True
@@ -25,6 +30,13 @@ def add_cascades_config(cfg):
     cfg.MODEL.SEMANTIC_HEAD.LOSS_WEIGHT = 0.2
     cfg.MODEL.SEMANTIC_HEAD.IGNORE_VALUE = 255
     cfg.MODEL.SEMANTIC_HEAD.NORM = ""
+    # Released fusion: each level resized (bilinear, aligned corners), then its 1x1 conv + ReLU.
+    cfg.MODEL.SEMANTIC_HEAD.RESIZE_BEFORE_LATERAL = True
+    cfg.MODEL.SEMANTIC_HEAD.ALIGN_CORNERS = True
+    cfg.MODEL.SEMANTIC_HEAD.RELU_AFTER_RESIDUAL = False
+    # The embedding pooled for the box branch: "from_mask_resolution" (RoI-aligned at the mask
+    # pooler's size, then averaged down to the box pooler's: released) or "direct".
+    cfg.MODEL.SEMANTIC_HEAD.BOX_POOL = "from_mask_resolution"
 
     cfg.MODEL.GLOBAL_CONTEXT_HEAD = CN()
     cfg.MODEL.GLOBAL_CONTEXT_HEAD.ENABLED = True
@@ -33,8 +45,14 @@ def add_cascades_config(cfg):
     cfg.MODEL.GLOBAL_CONTEXT_HEAD.NUM_CONVS = 4
     cfg.MODEL.GLOBAL_CONTEXT_HEAD.LOSS_WEIGHT = 3.0
     cfg.MODEL.GLOBAL_CONTEXT_HEAD.NORM = ""
+    cfg.MODEL.GLOBAL_CONTEXT_HEAD.RELU_AFTER_RESIDUAL = False
 
     # Residual pairs in the mask head (SCNet's 12-conv head); the number of convs is NUM_CONV.
     cfg.MODEL.ROI_MASK_HEAD.RESIDUAL = True
+    # A ReLU after each residual pair's sum (mask, semantic and global-context heads): not released.
+    cfg.MODEL.ROI_MASK_HEAD.RELU_AFTER_RESIDUAL = False
     cfg.MODEL.ROI_MASK_HEAD.FEATURE_RELAY = True
+    # HTC at test: the mean of all stages' mask probabilities (paper, mmdetection 2); False: the last
+    # head's only (mmdetection 3.x).
+    cfg.MODEL.ROI_MASK_HEAD.MASK_ENSEMBLE = True
     return cfg

@@ -40,6 +40,7 @@ class GlobalContextHead(nn.Module):
         num_convs: int = 4,
         loss_weight: float = 3.0,
         norm: str = "",
+        relu_after_residual: bool = False,
     ):
         """
         Args:
@@ -51,12 +52,18 @@ class GlobalContextHead(nn.Module):
             num_convs: number of 3x3 convs (even: they form residual pairs).
             loss_weight: multiplier of the BCE loss (lambda in the SCNet paper).
             norm: normalization of the convs, as in :class:`FusedSemanticHead`.
+            relu_after_residual: a ReLU after each pair's sum; False as released (mmdetection's
+                ``GlobalContextHead`` with ``conv_to_res=True``: a ``ResLayer`` of
+                ``SimplifiedBasicBlock``, ``mmdet/models/roi_heads/mask_heads/global_context_head.py``
+                lines 117-126).
         """
         super().__init__()
         self.in_feature = in_feature
         self.num_classes = num_classes
         self.loss_weight = loss_weight
-        self.convs = ConvStack(input_shape[in_feature].channels, conv_dim, num_convs, True, norm)
+        self.convs = ConvStack(
+            input_shape[in_feature].channels, conv_dim, num_convs, True, norm, relu_after_residual
+        )
         self.classifier = nn.Linear(conv_dim, num_classes)
         nn.init.normal_(self.classifier.weight, std=0.01)
         nn.init.constant_(self.classifier.bias, 0)
@@ -72,6 +79,7 @@ class GlobalContextHead(nn.Module):
             "num_convs": c.NUM_CONVS,
             "loss_weight": c.LOSS_WEIGHT,
             "norm": c.NORM,
+            "relu_after_residual": c.RELU_AFTER_RESIDUAL,
         }
 
     def forward(self, features: Dict[str, torch.Tensor]):

@@ -6,6 +6,7 @@ from detectron2.modeling.roi_heads.mask_head import mask_rcnn_loss
 from detectron2.utils.events import get_event_storage
 
 from .htc_mask_head import HTCMaskHead
+from .options import check_bool
 from .semantic_cascade_roi_heads import SemanticCascadeROIHeads
 
 __all__ = ["HTCROIHeads"]
@@ -18,12 +19,23 @@ class HTCROIHeads(SemanticCascadeROIHeads):
     boxes regressed by box stage t (re-labelled at stage t's IoU threshold), not on its input
     boxes. Mask information flow: head t adds head t-1's conv features, which are recomputed on
     stage t's RoIs. At test time all heads run in chain on the final boxes and their mask
-    probabilities are averaged.
+    probabilities are averaged (``mask_ensemble``).
     """
 
     @configurable
-    def __init__(self, **kwargs):
+    def __init__(self, *, mask_ensemble: bool = True, **kwargs):
+        """
+        Args:
+            mask_ensemble: at test, the mask is the mean of all the chained heads' probabilities, as
+                in the papers ("mask ensemble", SCNet's "Hybrid Task Cascade" section) and in the
+                released mmdetection 2 code (``HybridTaskCascadeRoIHead.simple_test``); False: the last
+                head's only, as mmdetection 3.x computes it (its ``_mask_forward`` appends the
+                prediction after the loop over the heads, ``mmdet/models/roi_heads/htc_roi_head.py``
+                lines 207-215 in 3.3.0).
+            Other arguments are those of :class:`SemanticCascadeROIHeads`.
+        """
         super().__init__(**kwargs)
+        self.mask_ensemble = check_bool("mask_ensemble", mask_ensemble)
         heads = self.mask_head if self.mask_on else []
         if len(heads) != self.num_cascade_stages or not all(
             isinstance(h, HTCMaskHead) for h in heads
@@ -38,6 +50,7 @@ class HTCROIHeads(SemanticCascadeROIHeads):
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
+        ret["mask_ensemble"] = cfg.MODEL.ROI_MASK_HEAD.MASK_ENSEMBLE
         resolution = cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION
         channels = input_shape[cfg.MODEL.ROI_HEADS.IN_FEATURES[0]].channels
         shape = ShapeSpec(channels=channels, height=resolution, width=resolution)
@@ -60,7 +73,8 @@ class HTCROIHeads(SemanticCascadeROIHeads):
         losses = {}
         for t, (stage, head) in enumerate(zip(stages, self.mask_head)):
             regressed = self.box_predictor[t].predict_boxes(stage.predictions, stage.proposals)
-            proposals = self._create_proposals_from_boxes(regressed, [x.image_size for x in stage.proposals])
+            sizes = [x.image_size for x in stage.proposals]
+            proposals = self._create_proposals_from_boxes(regressed, sizes, stage.proposals)
             # Logged apart from the box stages' samples: the positives mask stage t trains on.
             with get_event_storage().name_scope("mask_branch"):
                 proposals = self._match_and_label_boxes(proposals, t, targets)
@@ -74,5 +88,8 @@ class HTCROIHeads(SemanticCascadeROIHeads):
     def _mask_inference(self, features, instances, context):
         x = self._mask_roi_features(features, [x.pred_boxes for x in instances], context)
         feats = self._chain(x, len(self.mask_head) - 1)
-        logits = [head.predict(f) for head, f in zip(self.mask_head, feats)]
+        heads = list(zip(self.mask_head, feats))
+        if not self.mask_ensemble:
+            heads = heads[-1:]
+        logits = [head.predict(f) for head, f in heads]
         return self._average_mask_probs(logits, instances)

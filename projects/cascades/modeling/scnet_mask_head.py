@@ -25,6 +25,7 @@ class SCNetMaskHead(MaskRCNNConvUpsampleHead):
         num_classes: int,
         conv_dims: List[int],
         residual: bool = True,
+        relu_after_residual: bool = False,
         **kwargs,
     ):
         """
@@ -32,6 +33,10 @@ class SCNetMaskHead(MaskRCNNConvUpsampleHead):
             conv_dims: as in :class:`MaskRCNNConvUpsampleHead`: the channels of the N-1 convs and of
                 the deconv; the convs must all have the same width (residual pairs need it).
             residual: group the convs in residual pairs; False gives a plain deep stack.
+            relu_after_residual: a ReLU after each pair's sum (a ResNet BasicBlock); False is the
+                released head (mmdetection's ``SCNetMaskHead``: a ``ResLayer`` of
+                ``SimplifiedBasicBlock``, ``mmdet/models/roi_heads/mask_heads/scnet_mask_head.py``
+                lines 19-28), whose blocks end at the sum.
             Other arguments are those of :class:`MaskRCNNConvUpsampleHead`.
         """
         if len(set(conv_dims[:-1])) != 1:
@@ -41,13 +46,19 @@ class SCNetMaskHead(MaskRCNNConvUpsampleHead):
             ShapeSpec(channels=conv_dim), num_classes=num_classes, conv_dims=conv_dims[-1:], **kwargs
         )
         self.convs = ConvStack(
-            input_shape.channels, conv_dim, len(conv_dims) - 1, residual, kwargs.get("conv_norm", "")
+            input_shape.channels,
+            conv_dim,
+            len(conv_dims) - 1,
+            residual,
+            kwargs.get("conv_norm", ""),
+            relu_after_residual,
         )
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
         ret["residual"] = cfg.MODEL.ROI_MASK_HEAD.RESIDUAL
+        ret["relu_after_residual"] = cfg.MODEL.ROI_MASK_HEAD.RELU_AFTER_RESIDUAL
         return ret
 
     def layers(self, x):

@@ -10,6 +10,7 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
+from .options import check_bool
 from .residual_convs import ConvStack
 
 __all__ = ["FusedSemanticHead"]
@@ -18,10 +19,10 @@ __all__ = ["FusedSemanticHead"]
 @SEM_SEG_HEADS_REGISTRY.register()
 class FusedSemanticHead(nn.Module):
     """
-    Projects every input level with a 1x1 conv, resizes it to the ``fusion_level`` and sums them;
-    then ``num_convs`` 3x3 convs (residual pairs in SCNet, plain in HTC). Returns the per-pixel class
-    logits and a 1x1-conv embedding that the ROI heads pool and add to the box and mask RoI
-    features.
+    Resizes every input level to the ``fusion_level`` (bilinear) and projects it with a 1x1 conv +
+    ReLU, and sums them; then ``num_convs`` 3x3 convs (residual pairs in SCNet, plain in HTC). Returns
+    the per-pixel class logits and a 1x1-conv embedding that the ROI heads pool and add to the box and
+    mask RoI features.
     """
 
     @configurable
@@ -38,6 +39,9 @@ class FusedSemanticHead(nn.Module):
         loss_weight: float = 0.2,
         ignore_value: int = 255,
         norm: str = "",
+        resize_before_lateral: bool = True,
+        align_corners: bool = True,
+        relu_after_residual: bool = False,
     ):
         """
         Args:
@@ -52,6 +56,13 @@ class FusedSemanticHead(nn.Module):
             ignore_value: target value ignored by the loss.
             norm: normalization of the 3x3 convs (see :func:`detectron2.layers.get_norm`); the
                 released model has none, models trained from scratch are steadier with one.
+            resize_before_lateral: resize each level, then its 1x1 conv + ReLU, as the released
+                head does (mmdetection's ``FusedSemanticHead.forward``,
+                ``mmdet/models/roi_heads/mask_heads/fused_semantic_head.py`` lines 114-121); False:
+                the 1x1 conv + ReLU at the level's own resolution, then the resize (an FPN's order).
+            align_corners: ``align_corners`` of the bilinear resize; True as released (same lines).
+            relu_after_residual: with ``residual``, a ReLU after each pair's sum; False as released
+                (see :class:`~cascades.modeling.residual_convs.ConvStack`).
         """
         super().__init__()
         if fusion_level not in in_features:
@@ -61,10 +72,12 @@ class FusedSemanticHead(nn.Module):
         self.stride = input_shape[fusion_level].stride
         self.loss_weight = loss_weight
         self.ignore_value = ignore_value
+        self.resize_before_lateral = check_bool("resize_before_lateral", resize_before_lateral)
+        self.align_corners = check_bool("align_corners", align_corners)
         self.lateral_convs = nn.ModuleList(
             Conv2d(input_shape[f].channels, conv_dim, 1, activation=nn.ReLU()) for f in in_features
         )
-        self.convs = ConvStack(conv_dim, conv_dim, num_convs, residual, norm)
+        self.convs = ConvStack(conv_dim, conv_dim, num_convs, residual, norm, relu_after_residual)
         self.embedding = Conv2d(conv_dim, conv_dim, 1, activation=nn.ReLU())
         self.predictor = Conv2d(conv_dim, num_classes, 1)
         for layer in [*self.lateral_convs, self.embedding]:
@@ -87,6 +100,9 @@ class FusedSemanticHead(nn.Module):
             "loss_weight": c.LOSS_WEIGHT,
             "ignore_value": c.IGNORE_VALUE,
             "norm": c.NORM,
+            "resize_before_lateral": c.RESIZE_BEFORE_LATERAL,
+            "align_corners": c.ALIGN_CORNERS,
+            "relu_after_residual": c.RELU_AFTER_RESIDUAL,
         }
 
     def forward(self, features: Dict[str, torch.Tensor]):
@@ -96,14 +112,23 @@ class FusedSemanticHead(nn.Module):
             embedding (Tensor): (N, conv_dim, H/stride, W/stride), the feature shared with RoIs.
         """
         size = features[self.fusion_level].shape[-2:]
-        fused = 0
+        levels = {}
         for name, lateral in zip(self.in_features, self.lateral_convs):
-            x = lateral(features[name])
-            if x.shape[-2:] != size:
-                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            if self.resize_before_lateral:
+                levels[name] = lateral(self._resize(features[name], size))
+            else:
+                levels[name] = self._resize(lateral(features[name]), size)
+        # Summed from the fusion level on, in the released head's order.
+        fused = levels.pop(self.fusion_level)
+        for x in levels.values():
             fused = fused + x
         x = self.convs(fused)
         return self.predictor(x), self.embedding(x)
+
+    def _resize(self, x: torch.Tensor, size) -> torch.Tensor:
+        if x.shape[-2:] == size:
+            return x
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
 
     def losses(self, logits: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
         """
