@@ -338,3 +338,26 @@ def test_detectron2s_test_time_augmentation_runs_the_mask_branch_on_the_merged_b
     assert mask_on_at_calls and all(mask_on_at_calls)  # never in the boxes-only passes
     instances = output["instances"]
     assert len(instances) > 0 and instances.pred_masks.shape[1:] == (120, 160)
+
+
+def test_sample_every_stage_subsamples_later_stages_like_the_first(roi_heads_and_batch, matched):
+    """With ``sample_every_stage`` a later stage keeps min(positives, 25% of 16) positives and fills
+    up to 16 with negatives, like the first stage's sampler; without it, every box. Either way each
+    box carries its matched GT's class, box and mask."""
+    _, (_, _, targets) = roi_heads_and_batch("scnet")
+    target = targets[0]
+    g = torch.Generator().manual_seed(0)
+    far = torch.tensor([[100.0, 0, 127, 10]]) + torch.rand(30, 4, generator=g)  # negatives at IoU 0.6
+    boxes = torch.cat([target.gt_boxes.tensor.repeat(4, 1) + torch.rand(12, 4, generator=g), far])
+    for every, expected in ((True, (4, 12)), (False, (12, 30))):
+        heads, _ = roi_heads_and_batch("scnet", sample_every_stage=every, batch_size_per_image=16,
+                                       add_gt_every_stage=False)
+        (proposals,) = heads._create_proposals_from_boxes([boxes], [target.image_size])
+        with EventStorage():
+            (labelled,) = heads._match_and_label_boxes([proposals], 1, [target])
+        positive = labelled.gt_classes < heads.num_classes
+        assert (int(positive.sum()), int((~positive).sum())) == expected
+        (idx,) = matched([target], [labelled])
+        assert torch.equal(labelled.gt_classes[positive], target.gt_classes[idx][positive])
+        assert torch.equal(labelled.gt_boxes.tensor, target.gt_boxes.tensor[idx])
+        assert torch.equal(labelled.gt_masks.tensor, target.gt_masks.tensor[idx])
