@@ -19,7 +19,6 @@ from torchvision.ops import nms
 
 from detectron2.layers import cat, move_device_like
 from detectron2.modeling import GeneralizedRCNN
-from detectron2.modeling.roi_heads import CascadeROIHeads
 from detectron2.structures import Boxes, ImageList, Instances
 
 from ..modeling.fast_rcnn_inference import with_globals
@@ -46,7 +45,23 @@ class _ImageList:
             padded_h = (padded_h + size_divisibility - 1) // size_divisibility * size_divisibility
             padded_w = (padded_w + size_divisibility - 1) // size_divisibility * size_divisibility
         padded = F.pad(image, [0, padded_w - width, 0, padded_h - height], value=pad_value)
-        return ImageList(padded.unsqueeze(0).contiguous(), [(height, width)])
+        image_size = (height, width)
+        if torch.jit.is_tracing():
+            # As detectron2's: under torch.jit.trace sizes are tensors, so that the trace (boxes clipped
+            # to the image, the image size returned) follows the input's size.
+            image_size = torch.stack([height, width])
+        return ImageList(padded.unsqueeze(0).contiguous(), [image_size])
+
+
+def _size_min(a, b):
+    """``min`` of two sizes, without a Python comparison: symbolic under torch.export, a tensor under
+    torch.jit.trace (where sizes are tensors, so that the trace follows the input's size)."""
+    return torch.clamp(a, max=b) if isinstance(a, Tensor) else torch.sym_min(a, b)
+
+
+def _size_max(a, b):
+    """``max`` of two sizes, as :func:`_size_min`."""
+    return torch.maximum(a, b) if isinstance(a, Tensor) else torch.sym_max(a, b)
 
 
 def _clip(boxes: Tensor, image_size: Tuple[int, int]) -> Tensor:
@@ -91,7 +106,7 @@ def _offset_nms(boxes: Tensor, scores: Tensor, classes: Tensor, image_size, iou_
     """Per-class NMS as one NMS over boxes moved apart per class, by a distance the clipped boxes
     cannot span (the image's larger side + 1): torchvision's offset is the boxes' maximum + 1, which
     fails on no boxes and would need a check on their number."""
-    offsets = classes.to(boxes.dtype) * float(max(image_size) + 1)
+    offsets = classes.to(boxes.dtype) * (_size_max(*image_size) + 1)
     return nms(boxes + offsets[:, None], scores, iou_threshold)
 
 
@@ -115,7 +130,7 @@ def find_top_rpn_proposals(
     topk_scores, topk_proposals, level_ids = [], [], []
     batch_idx = torch.arange(num_images, device=device)
     for level_id, (proposals_i, logits_i) in enumerate(zip(proposals, pred_objectness_logits)):
-        num_proposals_i = min(logits_i.shape[1], pre_nms_topk)
+        num_proposals_i = _size_min(logits_i.shape[1], pre_nms_topk)
         topk_scores_i, topk_idx = logits_i.topk(num_proposals_i, dim=1)
         topk_proposals.append(proposals_i[batch_idx[:, None], topk_idx])
         topk_scores.append(topk_scores_i)
@@ -183,8 +198,11 @@ def fast_rcnn_inference(boxes, scores, image_shapes, score_thresh, nms_thresh, t
     return [r[0] for r in results], [r[1] for r in results]
 
 
-def _create_proposals_from_boxes(self, boxes, image_sizes):
-    """``CascadeROIHeads._create_proposals_from_boxes`` at inference, with the clip of :func:`_clip`."""
+def _create_proposals_from_boxes(self, boxes, image_sizes, *args, **kwargs):
+    """``CascadeROIHeads._create_proposals_from_boxes`` at inference (where it only clips: the other
+    arguments of subclasses' overrides concern training), with the clip of :func:`_clip`."""
+    if self.training:
+        raise ValueError("the export-safe _create_proposals_from_boxes is for inference only")
     proposals = []
     for boxes_per_image, image_size in zip(boxes, image_sizes):
         prop = Instances(image_size)
@@ -203,6 +221,12 @@ _LEN_MODULES = [
     "cascades.modeling.scnet",
     "cascades.modeling.htc",
 ]
+# The modules whose code calls ``fast_rcnn_inference`` at the end of a cascade: detectron2's
+# ``CascadeROIHeads._forward_box`` and our cascades' detections (the stages' scores averaged first).
+_FAST_RCNN_INFERENCE_CALLERS = [
+    "detectron2.modeling.roi_heads.cascade_rcnn",
+    "cascades.modeling.semantic_cascade_roi_heads",
+]
 
 
 def _bind(obj, name: str, function):
@@ -213,24 +237,25 @@ def _bind(obj, name: str, function):
 
 @contextlib.contextmanager
 def export_safe(model):
-    """Within the block, ``model``'s inference runs the export-safe variants (this model instance only,
-    and only its methods: the classes, other models and detectron2's module globals are untouched,
-    except the symbolic ``len`` of :data:`_LEN_MODULES`)."""
+    """Within the block, ``model``'s inference runs the export-safe variants: bound to this model
+    instance's methods, and to the module globals that name them (``len``, ``fast_rcnn_inference``,
+    ``convert_boxes_to_pooler_format``) in the modules listed above; all undone on exit."""
     from detectron2.export.torchscript_patch import patch_builtin_len
 
-    rpn, heads = model.proposal_generator, model.roi_heads
+    rpn = model.proposal_generator
     undo = [
         _bind(model, "preprocess_image", with_globals(GeneralizedRCNN.preprocess_image, ImageList=_ImageList)),
         _bind(rpn, "predict_proposals",
               with_globals(type(rpn).predict_proposals, find_top_rpn_proposals=find_top_rpn_proposals)),
-        _bind(heads, "_forward_box",
-              with_globals(CascadeROIHeads._forward_box, fast_rcnn_inference=fast_rcnn_inference)),
-        _bind(heads, "_create_proposals_from_boxes", _create_proposals_from_boxes),
+        _bind(model.roi_heads, "_create_proposals_from_boxes", _create_proposals_from_boxes),
     ]
     try:
-        with patch_builtin_len(_LEN_MODULES), mock.patch(
-            "detectron2.modeling.poolers.convert_boxes_to_pooler_format", convert_boxes_to_pooler_format
-        ):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(patch_builtin_len(_LEN_MODULES))
+            stack.enter_context(mock.patch("detectron2.modeling.poolers.convert_boxes_to_pooler_format",
+                                           convert_boxes_to_pooler_format))
+            for module in _FAST_RCNN_INFERENCE_CALLERS:
+                stack.enter_context(mock.patch(f"{module}.fast_rcnn_inference", fast_rcnn_inference))
             yield model
     finally:
         for u in undo:
