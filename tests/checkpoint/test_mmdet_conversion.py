@@ -59,13 +59,18 @@ def test_every_tensor_converts_into_the_config_built_for_it(name):
     assert sorted(float(v.double().sum()) for v in kept) == sorted(float(v.double().sum()) for v in ours.values())
 
 
+def _assert_renamed(name, pairs):
+    source = mmdet_state_dict(name)
+    converted = convert_mmdet_state_dict(source)
+    for theirs, ours in pairs.items():
+        assert torch.equal(converted[ours], source[theirs]), theirs
+
+
 def test_names_follow_detectron2_not_positions():
     """The stride-carrying 3x3 conv of a pytorch-style bottleneck is conv2 on both sides, mmdetection's
     FPN level i is p(i+2), and HTC's mask head t > 0 takes the previous head's features through its
     conv_res."""
-    converted = convert_mmdet_state_dict(mmdet_state_dict("htc_r50_fpn_1x_coco"))
-    source = mmdet_state_dict("htc_r50_fpn_1x_coco")
-    pairs = {
+    _assert_renamed("htc_r50_fpn_1x_coco", {
         "backbone.layer2.0.conv2.weight": "backbone.bottom_up.res3.0.conv2.weight",
         "backbone.layer2.0.bn2.running_var": "backbone.bottom_up.res3.0.conv2.norm.running_var",
         "backbone.layer4.0.downsample.0.weight": "backbone.bottom_up.res5.0.shortcut.weight",
@@ -77,23 +82,17 @@ def test_names_follow_detectron2_not_positions():
         "roi_head.mask_head.2.conv_res.conv.weight": "roi_heads.mask_head.2.prev_stage_proj.weight",
         "roi_head.mask_head.0.convs.3.conv.weight": "roi_heads.mask_head.0.mask_fcn4.weight",
         "roi_head.semantic_head.conv_embedding.conv.weight": "roi_heads.semantic_head.embedding.weight",
-    }
-    for theirs, ours in pairs.items():
-        assert torch.equal(converted[ours], source[theirs]), theirs
+    })
 
 
 def test_scnet_residual_blocks_and_branches():
-    converted = convert_mmdet_state_dict(mmdet_state_dict("scnet_r50_fpn_1x_coco"))
-    source = mmdet_state_dict("scnet_r50_fpn_1x_coco")
-    pairs = {
+    _assert_renamed("scnet_r50_fpn_1x_coco", {
         "roi_head.mask_head.convs.5.conv2.weight": "roi_heads.mask_head.0.convs.res_block6.conv2.weight",
         "roi_head.semantic_head.convs.1.conv1.bias": "roi_heads.semantic_head.convs.res_block2.conv1.bias",
         "roi_head.glbctx_head.convs.0.conv2.weight": "roi_heads.global_context_head.convs.res_block1.conv2.weight",
         "roi_head.glbctx_head.fc.weight": "roi_heads.global_context_head.classifier.weight",
         "roi_head.feat_relay_head.fc.bias": "roi_heads.feature_relays.0.fc.bias",
-    }
-    for theirs, ours in pairs.items():
-        assert torch.equal(converted[ours], source[theirs]), theirs
+    })
 
 
 def test_state_dict_inside_a_checkpoint_or_bare_is_the_same(tmp_path):

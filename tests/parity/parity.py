@@ -136,7 +136,7 @@ def _reference_masks(ref, ensemble):
     if not ensemble:
         return ref["final_masks"]
     labels = ref["final_labels"]
-    probs = torch.sigmoid(ref["mask_logits"]).mean(0)[torch.arange(len(labels)), labels][:, None]
+    probs = torch.sigmoid(ref["mask_logits"]).mean(0)[torch.arange(len(labels)), labels]
     return paste_masks_in_image(probs, Boxes(ref["final_boxes"]), ref["ori_shape"], threshold=0.5)
 
 
