@@ -3,6 +3,7 @@ computed apart from the heads' code."""
 import pytest
 import torch
 
+from detectron2.layers import cat
 from detectron2.modeling.roi_heads.mask_head import mask_rcnn_loss
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import EventStorage
@@ -55,6 +56,9 @@ def test_mask_stage_t_trains_on_box_stage_t_regressed_boxes_with_information_flo
     place of the boxes regressed from them); its features run through the heads of stages <= t in chain
     (information flow); its loss is alpha_t times the mask loss."""
     heads, batch = roi_heads_and_batch("htc", add_gt_every_stage=add_gt_every_stage)
+    with torch.no_grad():  # regressions large enough that the regressed boxes are not their inputs
+        for predictor in heads.box_predictor:
+            predictor.bbox_pred.weight.mul_(100)
     features, _, targets = batch
     cascade = spy(heads, "_run_cascade")
     order = []
@@ -67,6 +71,9 @@ def test_mask_stage_t_trains_on_box_stage_t_regressed_boxes_with_information_flo
 
     ((_, stages),) = [c.out for c in cascade]
     for t, stage in enumerate(stages):
+        regressed = heads.box_predictor[t].predict_boxes(stage.predictions, stage.proposals)
+        shift = (cat(regressed) - cat([p.proposal_boxes.tensor for p in stage.proposals])).abs()
+        assert shift.mean() > 1.0  # pixels
         positives = _regressed_positives(heads, stage, t, targets, add_gt_every_stage)
         assert sum(len(b) for b, _ in positives) > 0
         x = with_context(heads, features, [b for b, _ in positives], heads.mask_pooler)

@@ -55,7 +55,7 @@ class GlobalContextHead(nn.Module):
             relu_after_residual: a ReLU after each pair's sum; False as released (mmdetection's
                 ``GlobalContextHead`` with ``conv_to_res=True``: a ``ResLayer`` of
                 ``SimplifiedBasicBlock``, ``mmdet/models/roi_heads/mask_heads/global_context_head.py``
-                lines 117-126).
+                lines 61-70).
         """
         super().__init__()
         self.in_feature = in_feature
