@@ -49,7 +49,8 @@ def add_cascades_config(cfg):
 
     # Residual pairs in the mask head (SCNet's 12-conv head); the number of convs is NUM_CONV.
     cfg.MODEL.ROI_MASK_HEAD.RESIDUAL = True
-    # A ReLU after each residual pair's sum (mask, semantic and global-context heads): not released.
+    # A ReLU after each residual pair's sum, as in a ResNet block; the released heads have none (the
+    # semantic and global-context heads' keys above likewise).
     cfg.MODEL.ROI_MASK_HEAD.RELU_AFTER_RESIDUAL = False
     cfg.MODEL.ROI_MASK_HEAD.FEATURE_RELAY = True
     # HTC at test: the mean of all stages' mask probabilities (paper, mmdetection 2); False: the last

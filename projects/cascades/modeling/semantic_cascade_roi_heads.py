@@ -264,7 +264,8 @@ class SemanticCascadeROIHeads(CascadeROIHeads):
     @torch.no_grad()
     def label_and_sample_proposals(self, proposals, targets):
         """detectron2's; with ``add_gt_every_stage`` each sampled proposal also says (``from_gt``)
-        whether it is one of the GT boxes that detectron2 appends (``proposal_append_gt``)."""
+        whether it is one of the GT boxes that detectron2 appends (``proposal_append_gt``): the boxes
+        regressed from those are left out of the next stage (:meth:`_create_proposals_from_boxes`)."""
         if not self.add_gt_every_stage:
             return super().label_and_sample_proposals(proposals, targets)
         proposals = [_flagged(p, False, p.proposal_boxes.device) for p in proposals]
