@@ -229,6 +229,26 @@ _FAST_RCNN_INFERENCE_CALLERS = [
 ]
 
 
+def _nms_fake(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """torchvision's fake ``nms`` with the kept count's lower bound 0 instead of its 2 (torchvision
+    creates the size with ``create_unbacked_symint()``, whose default minimum is 2): torch.export turns
+    the bound into a run-time assertion, and a program so exported fails on an image where the NMS keeps
+    fewer than two boxes."""
+    num_kept = torch.library.get_ctx().new_dynamic_size(min=0)
+    return boxes.new_empty(num_kept, dtype=torch.long)
+
+
+@contextlib.contextmanager
+def _nms_of_any_size():
+    """:func:`_nms_fake` stands for torchvision's within the block (a registration undone on exit)."""
+    library = torch.library.Library("torchvision", "FRAGMENT")
+    try:
+        torch.library.register_fake("torchvision::nms", _nms_fake, lib=library)
+        yield
+    finally:
+        library._destroy()
+
+
 def _bind(obj, name: str, function):
     """Sets ``obj.name`` to ``function`` bound to ``obj``; returns the undo."""
     setattr(obj, name, types.MethodType(function, obj))
@@ -252,6 +272,7 @@ def export_safe(model):
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(patch_builtin_len(_LEN_MODULES))
+            stack.enter_context(_nms_of_any_size())
             stack.enter_context(mock.patch("detectron2.modeling.poolers.convert_boxes_to_pooler_format",
                                            convert_boxes_to_pooler_format))
             for module in _FAST_RCNN_INFERENCE_CALLERS:

@@ -74,7 +74,8 @@ def export(model: nn.Module, image: Tensor, fmt: str, path: str) -> TracingAdapt
     adapter = inference_adapter(model, image)
     size = torch.export.Dim.AUTO(min=MIN_SIZE, max=MAX_SIZE)
     dynamic_shapes = (({1: size, 2: size},),)  # TracingAdapter.forward(*args): args[0] is the image
-    tmp = path + ".tmp"
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.tmp{ext}"  # torch.export.save wants the .pt2 extension
     with export_safe(model), torch.no_grad():
         if fmt == "torch_export":
             program = torch.export.export(adapter, (image,), dynamic_shapes=dynamic_shapes, strict=False)

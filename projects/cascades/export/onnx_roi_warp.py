@@ -46,7 +46,7 @@ def roi_warp_forward(input, rois, spatial_scale: float, pooled_height: int, pool
                      aligned: bool, sample_offset: float):
     """``cascades::roi_warp_forward`` as ONNX: RoiAlign on the warp grid, then k x k MaxPool. The second
     output, the position of each maximum in its k x k window (for the backward pass), comes from
-    MaxPool's indices (ONNX and roi_warp both take the first maximum of a window)."""
+    MaxPool's indices (where two samples of a window tie up to rounding, either may be named)."""
     _check_sample_offset(sample_offset)
     batch_indices = op.Cast(op.Squeeze(op.Slice(rois, [0], [1], [1]), [1]), to=INT64.dtype)
     boxes = op.Slice(rois, [1], [5], [1])
