@@ -59,6 +59,25 @@ def test_bad_sample_image(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_data_dependent_branch_is_named_in_one_line():
+    """Code that branches on a run-time value is refused naming its line (this file's, here)."""
+    from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
+
+    from cascades.export.formats import _data_dependent_branch
+
+    class Branching(torch.nn.Module):
+        def forward(self, x):
+            kept = x[x > 0]
+            if kept.numel() == 0:
+                return x
+            return kept
+
+    with pytest.raises(GuardOnDataDependentSymNode) as raised:
+        torch.export.export(Branching(), (torch.randn(5),), strict=False)
+    message = str(_data_dependent_branch(raised.value))
+    assert "\n" not in message and "test_export_checks.py" in message and "`if kept.numel() == 0:`" in message
+
+
 def test_export_safe_touches_one_model_only_while_exporting():
     model, other = _model("scnet"), _model("scnet")
     globals_before = (cascade_rcnn.fast_rcnn_inference, semantic_cascade_roi_heads.fast_rcnn_inference)

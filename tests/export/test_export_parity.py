@@ -5,22 +5,22 @@ onnxruntime's own kernels round differently)."""
 import pytest
 import torch
 
-from cascades.export import OUTPUT_NAMES, export, inference_adapter, load
+from cascades.export import UnsupportedExport, export, inference_adapter, load, output_names
 
 from export_helpers import photos, random_model
 
 # Largest absolute difference allowed per output; classes and image sizes are compared exactly.
 TOLERANCES = {
-    "torch_export": {"pred_boxes": 0.0, "scores": 0.0, "pred_masks": 0.0},
-    "torchscript": {"pred_boxes": 0.0, "scores": 0.0, "pred_masks": 0.0},
+    "torch_export": {"pred_boxes": 0.0, "scores": 0.0, "pred_masks": 0.0, "pred_mask_frames": 0.0},
+    "torchscript": {"pred_boxes": 0.0, "scores": 0.0, "pred_masks": 0.0, "pred_mask_frames": 0.0},
     # pixels; probabilities; probabilities
-    "onnx": {"pred_boxes": 1e-3, "scores": 1e-5, "pred_masks": 1e-4},
+    "onnx": {"pred_boxes": 1e-3, "scores": 1e-5, "pred_masks": 1e-4, "pred_mask_frames": 1e-3},
 }
 EXTENSIONS = {"torch_export": ".pt2", "onnx": ".onnx", "torchscript": ".ts"}
 
 
-def assert_same_detections(expected, actual, tolerances):
-    for name, e, a in zip(OUTPUT_NAMES, expected, actual, strict=True):
+def assert_same_detections(names, expected, actual, tolerances):
+    for name, e, a in zip(names, expected, actual, strict=True):
         assert a.shape == e.shape, f"{name}: shape {tuple(a.shape)}, eager {tuple(e.shape)}"
         if name in tolerances:
             torch.testing.assert_close(a, e, atol=tolerances[name], rtol=0, msg=lambda m: f"{name}: {m}")
@@ -40,13 +40,12 @@ def check_export(name, fmt, tmp_path, num_photos=3):
         with torch.no_grad():
             expected = eager(image)
         assert len(expected[0]) > 0, "no detections to compare"
-        assert_same_detections(expected, run(image), TOLERANCES[fmt])
+        assert_same_detections(output_names(eager), expected, run(image), TOLERANCES[fmt])
 
 
-# About 20 s each here: the two papers' models in the default suite, the baselines with the slow ones.
+# About 20 s each here: SCNet and MNC (with the RoI-warp op) in the default suite, the others slow.
 @pytest.mark.parametrize(
-    "name", ["scnet", "htc", pytest.param("cascade_semantic", marks=pytest.mark.slow),
-             pytest.param("cascade", marks=pytest.mark.slow)]
+    "name", ["scnet", "mnc"] + [pytest.param(n, marks=pytest.mark.slow) for n in ("htc", "cascade_semantic", "cascade")]
 )
 def test_torchscript_tracing_equals_eager(name, tmp_path):
     check_export(name, "torchscript", tmp_path)
@@ -62,3 +61,13 @@ def test_torch_export_equals_eager(name, tmp_path):
 @pytest.mark.parametrize("name", ["scnet", "htc", "cascade_semantic", "cascade"])
 def test_onnx_equals_eager(name, tmp_path):
     check_export(name, "onnx", tmp_path)
+
+
+# MNC's mask voting returns early when NMS keeps nothing (``if keep.numel() == 0``), a branch on the
+# number of detections: torch.export refuses it, naming that line; the rest of the voting handles no
+# detections, so the line can go (docs/EXPORT.md). Strict: these fail once the line is gone, to be unmarked.
+@pytest.mark.slow
+@pytest.mark.xfail(raises=UnsupportedExport, strict=True, reason="mnc_mask_voting.py: if keep.numel() == 0")
+@pytest.mark.parametrize("fmt", ["torch_export", "onnx"])
+def test_mnc_torch_export_and_onnx_equal_eager(fmt, tmp_path):
+    check_export("mnc", fmt, tmp_path)

@@ -31,13 +31,19 @@ def _rois(num, seed=0):
     return torch.cat([torch.randint(0, 2, (num, 1), generator=g).float(), xy, xy + wh], dim=1)
 
 
-def _run_onnx(module, inputs, path):
+def _onnx_session(module, inputs, path):
+    """The module exported to ONNX (the number of RoIs dynamic) and an onnxruntime session of it."""
     program = torch.onnx.export(module, inputs, dynamo=True, custom_translation_table=ONNX_TRANSLATIONS,
                                 dynamic_shapes=({}, {0: torch.export.Dim("rois")}), verbose=False)
     program.save(str(path))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    return program, session.run(None, {n: x.numpy() for n, x in zip(names, inputs)})
+    return program, lambda *xs: session.run(None, {n: x.numpy() for n, x in zip(names, xs)})
+
+
+def _run_onnx(module, inputs, path):
+    program, run = _onnx_session(module, inputs, path)
+    return program, run(*inputs)
 
 
 @pytest.mark.parametrize("aligned", [True, False])
@@ -46,15 +52,16 @@ def test_roi_align_and_max_pool_equal_the_op(aligned, pool_size, tmp_path):
     features = torch.randn(2, 8, 20, 24, generator=torch.Generator().manual_seed(1))
     rois = _rois(300)
     assert ((rois[:, 3] - rois[:, 1]) * 0.25 < 1).sum() > 50  # boxes narrower than a cell are tested
-    program, (out, argmax) = _run_onnx(_Warp(aligned, pool_size), (features, rois), tmp_path / "warp.onnx")
+    program, run = _onnx_session(_Warp(aligned, pool_size), (features, rois), tmp_path / "warp.onnx")
+    out, argmax = run(features, rois)
     ops = [node.op_type for node in program.model_proto.graph.node]
     assert "RoiAlign" in ops and ("MaxPool" in ops) == (pool_size > 1)
     expected, expected_argmax = _Warp(aligned, pool_size)(features, _rois(300))
     # float32 rounding of onnxruntime's own bilinear weights; a rule that differed would differ by O(1).
     np.testing.assert_allclose(out, expected.numpy(), rtol=0, atol=5e-5)
-    # Another batch of boxes through the same graph: the number of RoIs is dynamic.
-    _, session_out = _run_onnx(_Warp(aligned, pool_size), (features, _rois(40, seed=2)), tmp_path / "w2.onnx")
-    np.testing.assert_allclose(session_out[0], _Warp(aligned, pool_size)(features, _rois(40, seed=2))[0].numpy(),
+    # Another number of boxes through the same graph.
+    other = _rois(40, seed=2)
+    np.testing.assert_allclose(run(features, other)[0], _Warp(aligned, pool_size)(features, other)[0].numpy(),
                                rtol=0, atol=5e-5)
     if pool_size == 1:
         assert argmax.size == 0 and expected_argmax.numel() == 0

@@ -17,13 +17,14 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchvision.ops import nms
 
-from detectron2.layers import cat, move_device_like
+from detectron2.layers import cat
 from detectron2.modeling import GeneralizedRCNN
 from detectron2.structures import Boxes, ImageList, Instances
 
 from ..modeling.fast_rcnn_inference import with_globals
 
-__all__ = ["export_safe", "find_top_rpn_proposals", "fast_rcnn_inference"]
+__all__ = ["batched_nms_topk", "convert_boxes_to_pooler_format", "export_safe", "fast_rcnn_inference",
+           "find_top_rpn_proposals"]
 
 
 class _ImageList:
@@ -72,12 +73,36 @@ def _clip(boxes: Tensor, image_size: Tuple[int, int]) -> Tensor:
     return torch.stack((x1.clamp(0, w), y1.clamp(0, h), x2.clamp(0, w), y2.clamp(0, h)), dim=1)
 
 
+class _Boxes(Boxes):
+    """detectron2's ``Boxes`` without its two checks on values, which ``torch.export`` cannot trace:
+    the constructor's ``tensor.numel() == 0`` branch (a reshape that is a no-op for the N x 4 float32
+    tensors given here) and ``clip``'s ``assert torch.isfinite(tensor).all()`` (the callers drop or
+    mask non-finite boxes)."""
+
+    def __init__(self, tensor: Tensor):
+        self.tensor = tensor
+
+    def clip(self, box_size: Tuple[int, int]) -> None:
+        self.tensor = _clip(self.tensor, box_size)
+
+
 def _boxes(tensor: Tensor) -> Boxes:
-    """``Boxes(tensor)`` for an N x 4 float32 tensor, without the constructor's ``tensor.numel() == 0``
-    branch (a reshape that is a no-op for N x 4), a check on a size known only at run time."""
+    """``Boxes(tensor)`` as :class:`_Boxes` builds it, of detectron2's own class: the detections' boxes
+    leave the model, whose output schema names their class."""
     boxes = Boxes.__new__(Boxes)
     boxes.tensor = tensor
     return boxes
+
+
+def batched_nms_topk(boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float, topk: int) -> Tensor:
+    """:func:`cascades.layers.batched_nms_topk` (``batched_nms(...)[:topk]``), in one NMS over all the
+    candidates: ours runs NMS over a growing prefix of the best candidates until it keeps ``topk``, a
+    loop whose count depends on the data. The classes are moved apart by the candidates' extent, 0
+    included so that no candidates need no check."""
+    extent = torch.cat([boxes.flatten(), boxes.new_zeros(1)])
+    offsets = classes.to(boxes.dtype) * (extent.max() - extent.min() + 1)
+    keep = nms(boxes + offsets[:, None], scores, iou_threshold)
+    return keep if topk < 0 else keep[:topk]
 
 
 def convert_boxes_to_pooler_format(box_lists: List[Boxes]) -> Tensor:
@@ -220,7 +245,16 @@ _LEN_MODULES = [
     "cascades.modeling.semantic_cascade_roi_heads",
     "cascades.modeling.scnet",
     "cascades.modeling.htc",
+    "cascades.modeling.mnc_roi_heads",
+    "cascades.modeling.mnc_mask_voting",
+    "detectron2.structures.boxes",
 ]
+# MNC's heads and mask voting: their ``Boxes`` and top-k NMS (see :class:`_Boxes`, :func:`batched_nms_topk`).
+_MNC_GLOBALS = {
+    "cascades.modeling.mnc_roi_heads.Boxes": _Boxes,
+    "cascades.modeling.mnc_mask_voting.Boxes": _Boxes,
+    "cascades.modeling.mnc_mask_voting.batched_nms_topk": batched_nms_topk,
+}
 # The modules whose code calls ``fast_rcnn_inference`` at the end of a cascade: detectron2's
 # ``CascadeROIHeads._forward_box`` and our cascades' detections (the stages' scores averaged first).
 _FAST_RCNN_INFERENCE_CALLERS = [
@@ -259,7 +293,8 @@ def _bind(obj, name: str, function):
 def export_safe(model):
     """Within the block, ``model``'s inference runs the export-safe variants: bound to this model
     instance's methods, and to the module globals that name them (``len``, ``fast_rcnn_inference``,
-    ``convert_boxes_to_pooler_format``) in the modules listed above; all undone on exit."""
+    ``convert_boxes_to_pooler_format``, MNC's ``Boxes`` and ``batched_nms_topk``) in the modules listed
+    above, with torchvision's fake ``nms`` replaced (:func:`_nms_fake`); all undone on exit."""
     from detectron2.export.torchscript_patch import patch_builtin_len
 
     rpn = model.proposal_generator
@@ -277,6 +312,8 @@ def export_safe(model):
                                            convert_boxes_to_pooler_format))
             for module in _FAST_RCNN_INFERENCE_CALLERS:
                 stack.enter_context(mock.patch(f"{module}.fast_rcnn_inference", fast_rcnn_inference))
+            for name, value in _MNC_GLOBALS.items():
+                stack.enter_context(mock.patch(name, value))
             yield model
     finally:
         for u in undo:

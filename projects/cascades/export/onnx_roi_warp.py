@@ -16,13 +16,11 @@ from onnxscript import INT64, UINT8
 
 from torch import nn
 
-__all__ = ["ONNX_TRANSLATIONS", "UnsupportedExport", "check_onnx_roi_warp", "roi_warp_forward"]
+from .unsupported import UnsupportedExport
+
+__all__ = ["ONNX_TRANSLATIONS", "check_onnx_roi_warp", "roi_warp_forward"]
 
 _CENTER = 0.5  # roi_warp's sample_offset for sample_at="center"
-
-
-class UnsupportedExport(ValueError):
-    """A model or format combination that cannot be exported; the message names the part and why."""
 
 
 def _check_sample_offset(sample_offset: float, where: str = "cascades::roi_warp_forward"):
