@@ -5,7 +5,8 @@ while exporting (:func:`export_safe`).
 is a size known only at run time, and Python code that branches on such a value (``if mask.all()``,
 ``assert tensor.all()``, ``if n > 4000``, ``len(instances)``) cannot be traced. Each variant below is
 detectron2's function with only those branches replaced by branch-free code that gives the same
-result; the eager model never runs them.
+result; the eager model never runs them. One is of our own code: :func:`batched_nms_topk`, whose loop
+is the data-dependent part (MNC's mask voting calls it).
 """
 import contextlib
 import types
@@ -19,6 +20,7 @@ from torchvision.ops import nms
 
 from detectron2.layers import cat
 from detectron2.modeling import GeneralizedRCNN
+from detectron2.modeling.roi_heads import CascadeROIHeads
 from detectron2.structures import Boxes, ImageList, Instances
 
 from ..modeling.fast_rcnn_inference import with_globals
@@ -87,8 +89,9 @@ class _Boxes(Boxes):
 
 
 def _boxes(tensor: Tensor) -> Boxes:
-    """``Boxes(tensor)`` as :class:`_Boxes` builds it, of detectron2's own class: the detections' boxes
-    leave the model, whose output schema names their class."""
+    """A detectron2 ``Boxes`` of ``tensor``, built without the constructor's check as :class:`_Boxes`
+    is: of detectron2's own class, because the detections' boxes leave the model, whose output schema
+    names their class."""
     boxes = Boxes.__new__(Boxes)
     boxes.tensor = tensor
     return boxes
@@ -302,8 +305,9 @@ def export_safe(model):
         _bind(model, "preprocess_image", with_globals(GeneralizedRCNN.preprocess_image, ImageList=_ImageList)),
         _bind(rpn, "predict_proposals",
               with_globals(type(rpn).predict_proposals, find_top_rpn_proposals=find_top_rpn_proposals)),
-        _bind(model.roi_heads, "_create_proposals_from_boxes", _create_proposals_from_boxes),
     ]
+    if isinstance(model.roi_heads, CascadeROIHeads):
+        undo.append(_bind(model.roi_heads, "_create_proposals_from_boxes", _create_proposals_from_boxes))
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(patch_builtin_len(_LEN_MODULES))
