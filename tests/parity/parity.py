@@ -8,14 +8,12 @@ the mask heads on mmdetection's detections) and returns the worst differences.
 
     .venv/bin/python tests/parity/parity.py [model ...]   # prints the table of docs/MMDET.md
 """
-import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 
 import torch
-from torch.nn import functional as F
 
 from cascades.checkpoint import convert_mmdet_state_dict, load_mmdet_state_dict
 from detectron2.config import LazyConfig, instantiate
@@ -24,8 +22,6 @@ from detectron2.modeling import GeneralizedRCNN
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mmdet_head_options import mmdet_head_options  # noqa: E402
 
 REFERENCE_PYTHON = os.path.join(ROOT, ".venv-mmdet", "bin", "python")
 REFERENCE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mmdet_reference.py")
@@ -195,14 +191,13 @@ def compare_final(ours, ref, score_thresh, ensemble, own_proposals=True):
     }
 
 
-def compare(model, ref, checkpoint, head_options):
+def compare(model, ref, checkpoint):
     ours = our_model(model, checkpoint)
     score_thresh = ours.roi_heads.box_predictor[-1].test_score_thresh
     ensemble = model.startswith("htc")
-    with (mmdet_head_options(ours) if head_options else contextlib.nullcontext()):
-        given = compare_final(ours, ref, score_thresh, ensemble, own_proposals=False)
-        return {**compare_stages(ours, ref), **compare_final(ours, ref, score_thresh, ensemble),
-                **{f"{k}, on mmdet's proposals": v for k, v in given.items()}}
+    given = compare_final(ours, ref, score_thresh, ensemble, own_proposals=False)
+    return {**compare_stages(ours, ref), **compare_final(ours, ref, score_thresh, ensemble),
+            **{f"{k}, on mmdet's proposals": v for k, v in given.items()}}
 
 
 def main(models, images=2):
@@ -212,11 +207,10 @@ def main(models, images=2):
             reference(model, coco128_images(images), out)
             refs = [torch.load(os.path.join(out, f), weights_only=False)
                     for f in sorted(os.listdir(out)) if f != "checkpoint.pth"]
-            for head_options in (False, True):
-                rows = [compare(model, ref, os.path.join(out, "checkpoint.pth"), head_options) for ref in refs]
-                print(f"\n{model}, {'with' if head_options else 'without'} the head options:")
-                for key in rows[0]:
-                    print(f"  {key}: " + ", ".join(f"{r[key]:.3g}" for r in rows))
+            rows = [compare(model, ref, os.path.join(out, "checkpoint.pth")) for ref in refs]
+            print(f"\n{model}:")
+            for key in rows[0]:
+                print(f"  {key}: " + ", ".join(f"{r[key]:.3g}" for r in rows))
 
 
 if __name__ == "__main__":
