@@ -5,7 +5,7 @@ config's held-out split at the end, and reports every row's mean +- std and 95% 
 
     python tools/study.py issue10                  # what is not recorded yet, then the table and the plot
     python tools/study.py issue10 -j 2             # two trainings at a time (each with one thread)
-    python tools/study.py issue10 --only balloon-  # rows whose name starts with balloon-
+    python tools/study.py issue10 --only 'balloon-*' --seeds 1   # some rows (names or patterns), some seeds
     python tools/study.py issue12 --list           # rows, seeds and what is recorded; nothing runs
     python tools/study.py issue12 --report         # the table and the plot from the records only
     python tools/study.py my_grid.json             # a study given as a JSON file (see load_study)
@@ -27,6 +27,7 @@ import argparse
 import concurrent.futures
 import datetime
 import fcntl
+import fnmatch
 import glob
 import json
 import math
@@ -56,7 +57,7 @@ OUTPUTS = os.path.join(ROOT, "output", "studies")
 ENV_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 METRIC_KEYS = ("AP", "AP50", "AP75")
 # How detectron2 (and our trainer) report a non-finite loss or the boxes it produces.
-_DIVERGENCE = re.compile(r"FloatingPointError|infinite or NaN|non-finite|not finite")
+_DIVERGENCE = re.compile(r"FloatingPointError|infinite or NaN|non-finite|not finite|diverged")
 _ITERATION = re.compile(r"iteration[ =]+(\d+)")
 
 
@@ -215,6 +216,14 @@ def _eval_summary(results: dict) -> dict:
             for task, values in results.items()}
 
 
+def _speed(log_path: str) -> Optional[float]:
+    """Seconds per training iteration, as detectron2's IterationTimer reported at the end of the last
+    training attempt in the run's log."""
+    with open(log_path) as f:
+        m = re.findall(r"Overall training speed: \d+ iterations in \S+ \(([0-9.]+) s / it\)", f.read())
+    return float(m[-1]) if m else None
+
+
 def _divergence(log_tail: str, metrics: List[dict]) -> Optional[dict]:
     lines = [ln for ln in log_tail.splitlines() if _DIVERGENCE.search(ln)]
     if not lines:
@@ -257,12 +266,19 @@ class Runner:
         """Waits for the training, printing progress, adding its wall time to the run's state file."""
         state_path = os.path.join(out, "study_state.json")
         start = time.time()
-        before = state.get("wall_s", 0.0)
+        before, cpu_before = state.get("wall_s", 0.0), state.get("cpu_s", 0.0)
         last_print = start
         while proc.poll() is None:
             time.sleep(1.0)
             now = time.time()
             state["wall_s"] = before + now - start
+            # CPU time as well: on a shared machine it is what the run would take on an idle core.
+            cpu = _cpu_seconds(proc.pid)
+            if cpu is not None:
+                state["cpu_s"] = cpu_before + cpu
+            # The machine's load while it ran: wall times on a shared machine mean little without it.
+            state["load_sum"] = state.get("load_sum", 0.0) + os.getloadavg()[0]
+            state["load_n"] = state.get("load_n", 0) + 1
             write_json_atomic(state_path, state)
             if now - last_print >= self.progress_s:
                 last_print = now
@@ -295,11 +311,16 @@ class Runner:
             state = {}
         state.setdefault("attempts", 0)
         state["attempts"] += 1
-        state["git_commit"], state["git_dirty"] = git_state()
+        commit, dirty = git_state()
+        if "git_commit" not in state:  # the code the training started with
+            state["git_commit"], state["git_dirty"] = commit, dirty
+        elif commit != state["git_commit"] and commit not in state.setdefault("resumed_at_commits", []):
+            state["resumed_at_commits"].append(commit)
         log_path = os.path.join(out, "study_stdout.log")
         log_start = os.path.getsize(log_path) if os.path.isfile(log_path) else 0
-        self.say(f"{run.name}: " + (f"resuming after iteration {resume_from}" if resume_from is not None
-                                    else "starting") + f" ({run.row.config} {' '.join(run.row.overrides)})".rstrip())
+        what = " ".join([run.row.config, *run.row.overrides])
+        self.say(f"{run.name}: {'starting' if resume_from is None else f'resuming after iteration {resume_from}'} "
+                 f"({what})")
         rc = self._wait(run, self._train_net(run, out, ["--resume"] if resume_from is not None else [], lock_fd),
                         out, state, max_iter)
         with open(log_path) as f:
@@ -327,8 +348,12 @@ class Runner:
         record = {
             "study": run.study, "row": run.row.name, "seed": run.seed, "config": run.row.config,
             "overrides": list(run.row.overrides), "git_commit": state["git_commit"], "git_dirty": state["git_dirty"],
+            **({"resumed_at_commits": state["resumed_at_commits"]} if state.get("resumed_at_commits") else {}),
             "max_iter": max_iter, "iterations": metrics[-1]["iteration"] + 1 if metrics else 0,
             "wall_time_s": round(state["wall_s"], 1), "attempts": state["attempts"],
+            "cpu_time_s": round(state["cpu_s"], 1) if "cpu_s" in state else None,
+            "s_per_iter": _speed(log_path),
+            "mean_load_1min": round(state["load_sum"] / state["load_n"], 2) if state.get("load_n") else None,
             "final_losses": {k: v for k, v in metrics[-1].items() if k.startswith("loss") or k == "total_loss"}
             if metrics else {},
             "diverged": diverged is not None,
@@ -342,6 +367,16 @@ class Runner:
             record["metrics"] = _eval_summary(read_json(results_path))
         write_json_atomic(run.record_path(self.records_root), record)
         return record
+
+
+def _cpu_seconds(pid: int) -> Optional[float]:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc); None elsewhere or once it ended."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _duration(seconds: float) -> str:
@@ -409,6 +444,17 @@ def _fmt_ci(s: dict) -> str:
     return f"[{s['mean'] - s['ci95']:.1f}, {s['mean'] + s['ci95']:.1f}]"
 
 
+def _time_cell(finished: List[dict]) -> str:
+    """Mean CPU time per run (what it takes on an idle core), with the wall time and the machine's load."""
+    if not finished:
+        return "-"
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    cpu = [r["cpu_time_s"] for r in finished if r.get("cpu_time_s")]
+    loads = [r["mean_load_1min"] for r in finished if r.get("mean_load_1min") is not None]
+    parts = ([f"CPU {_duration(mean(cpu))}"] if cpu else []) + [f"wall {_duration(mean([r['wall_time_s'] for r in finished]))}"]
+    return ", ".join(parts) + (f" (load {mean(loads):.1f})" if loads else "")
+
+
 def load_records(study: Study, records_root: str) -> Dict[str, List[dict]]:
     by_row = {r.name: [] for r in study.rows}
     for row in study.rows:
@@ -426,7 +472,9 @@ def write_table(study: Study, records: Dict[str, List[dict]], path: str, command
     lines += [f"Made by `{command}` (records: `{os.path.relpath(os.path.dirname(path), ROOT)}/*.json`). "
               "AP in %, mean +- sample std over the seeds that finished, and the 95% interval of the mean "
               "(Student's t). A difference with the section's baseline is *resolved* only when the two "
-              "intervals are disjoint; otherwise it is within the seeds' spread.", ""]
+              "intervals are disjoint; otherwise it is within the seeds' spread. Time / run: CPU time of training "
+              "and evaluation (one thread: about the wall time on an idle core), and the wall time with the "
+              "machine's mean 1-minute load average while it ran (other jobs share the machine).", ""]
     for section in study.sections:
         stats = {r.name: row_stats(records[r.name]) for r in section.rows}
         has_sds = any(k.startswith("sds/") for s in stats.values() for k in s)
@@ -443,13 +491,12 @@ def write_table(study: Study, records: Dict[str, List[dict]], path: str, command
             recs, s = records[row.name], stats[row.name]
             diverged = [r for r in recs if r["diverged"]]
             finished = [r for r in recs if not r["diverged"]]
-            times = [r["wall_time_s"] for r in finished]
             cells = [row.title, f"{len(recs)}/{len(row.seeds)}", _fmt(s["segm/AP"]), _fmt_ci(s["segm/AP"]),
                      _fmt(s["bbox/AP"]), _fmt_ci(s["bbox/AP"]), _fmt(s["segm/AP50"]), _fmt(s["bbox/AP50"])]
             if has_sds:
                 cells += [_fmt(s.get(k, {})) for k in header[8:8 + sum(h.startswith("sds/") for h in header)]]
             cells += [", ".join(f"seed {r['seed']} at {r['diverged_at']}" for r in diverged) or "0",
-                      _duration(sum(times) / len(times)) if times else "-"]
+                      _time_cell(finished)]
             if base is not None:
                 cells += ["baseline", "baseline"] if row.name == section.baseline else [
                     compare(s["segm/AP"], base["segm/AP"]), compare(s["bbox/AP"], base["bbox/AP"])]
@@ -508,8 +555,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study", help=f"a study name ({', '.join(sorted(STUDIES))}) or a .json study file")
     p.add_argument("-j", "--jobs", type=int, default=1, help="trainings at a time (default 1)")
-    p.add_argument("--only", nargs="+", default=None, metavar="PREFIX",
-                   help="only the rows whose name starts with one of these")
+    p.add_argument("--only", nargs="+", default=None, metavar="ROW",
+                   help="only these rows: names or shell-style patterns (balloon-*)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED", help="only these seeds")
     p.add_argument("--list", action="store_true", help="list the runs and whether they are recorded; run nothing")
     p.add_argument("--report", action="store_true", help="only write the table and the plot from the records")
     p.add_argument("--records", default=RECORDS, help="records folder (default docs/studies)")
@@ -525,20 +573,25 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    command = "python tools/study.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    # The table covers every record of the study, whatever subset this invocation ran.
+    command = f"python tools/study.py {args.study}"
     try:
         study = load_study(args.study)
-        rows = [r for r in study.rows if not args.only or any(r.name.startswith(p) for p in args.only)]
+        rows = [r for r in study.rows if not args.only or any(fnmatch.fnmatchcase(r.name, p) for p in args.only)]
         if not rows:
             raise StudyError(f"--only {' '.join(args.only)} matches no row of {study.name!r}; rows: "
                              + ", ".join(r.name for r in study.rows))
         runs = [Run(study.name, r, s) for k in range(max(len(r.seeds) for r in rows))
-                for r in rows for s in r.seeds[k:k + 1]]  # seed by seed: every row gets a first seed early
+                for r in rows for s in r.seeds[k:k + 1]  # seed by seed: every row gets a first seed early
+                if args.seeds is None or s in args.seeds]
+        if not runs:
+            raise StudyError(f"--seeds {' '.join(map(str, args.seeds))} matches no seed of the rows "
+                             + ", ".join(f"{r.name} {list(r.seeds)}" for r in rows))
         if args.list:
             for run in runs:
-                recorded = os.path.isfile(run.record_path(args.records))
-                print(f"{run.name:50s} {'recorded' if recorded else 'to run':9s} {run.row.config} "
-                      f"{' '.join(run.row.overrides)}")
+                status = ("recorded" if os.path.isfile(run.record_path(args.records)) else
+                          "started" if os.path.isdir(run.output_dir(args.outputs)) else "to run")
+                print(f"{run.name:50s} {status:9s} {' '.join([run.row.config, *run.row.overrides])}")
             return 0
         if args.report:
             print(f"wrote {report(study, args.records, command)}")
