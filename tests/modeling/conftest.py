@@ -13,6 +13,7 @@ from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 from detectron2.utils.events import EventStorage
 
+from cascades.data.storage import missing_message
 from cascades.engine.optim import ClippedSGD
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -52,7 +53,7 @@ def balloon_subset():
     import cascades.data  # noqa: F401  registers balloon_*
 
     if "balloon_train" not in DatasetCatalog.list():
-        pytest.skip("balloon not found under $DETECTRON2_DATASETS (set it to ../shared/datasets)")
+        pytest.skip(missing_message("balloon"))
 
     def make(n: int) -> str:
         name = f"balloon_train_first{n}"

@@ -11,6 +11,8 @@ from detectron2.data import DatasetCatalog
 from detectron2.utils.events import EventStorage
 from fvcore.nn.precise_bn import update_bn_stats
 
+from cascades.data.storage import missing_message
+
 SHORT_SIDE = 128
 
 
@@ -71,7 +73,7 @@ def test_coco128_grayscale_and_unannotated_images_train(small_config):
     import cascades.data  # noqa: F401
 
     if "coco128_seg_train" not in DatasetCatalog.list():
-        pytest.skip("coco128-seg not found under $DETECTRON2_DATASETS (set it to ../shared/datasets)")
+        pytest.skip(missing_message("coco128-seg"))
     from detectron2.config import LazyConfig
 
     cfg = LazyConfig.load(os.path.join(os.path.dirname(__file__), "../../configs/COCO128/scnet_R_18_FPN_small.py"))
