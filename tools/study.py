@@ -12,8 +12,8 @@ config's held-out split at the end, and reports every row's mean +- std and 95% 
 
 The studies are defined in tools/study_grids.py. Every finished run (evaluated, or stopped by a
 non-finite loss) is recorded in docs/studies/<study>/<row>__seed<k>.json: config, overrides, seed, git
-commit, iterations, wall time, final losses, AP and AP50 (box, mask; mAP^r when the evaluator gives it),
-whether and where it diverged. A re-run skips recorded runs, and takes a run recorded in another study
+commit, iterations, CPU and wall time (and the machine's load), final losses, AP and AP50 (box, mask;
+mAP^r when the evaluator gives it), whether and where it diverged. A re-run skips recorded runs, and takes a run recorded in another study
 with the same config, overrides and seed from there. A run's checkpoints and logs go to
 output/studies/<study>/<row>__seed<k>/ (outside git); a run killed midway resumes from its last checkpoint.
 The records are all a new machine needs: commit them. The table (table.md) and the plot (ap.png) are
@@ -55,7 +55,6 @@ RECORDS = os.path.join(ROOT, "docs", "studies")
 OUTPUTS = os.path.join(ROOT, "output", "studies")
 # One intra-op thread per training: on a shared machine oversubscribed threads slow training ~10x.
 ENV_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-METRIC_KEYS = ("AP", "AP50", "AP75")
 # How detectron2 (and our trainer) report a non-finite loss or the boxes it produces.
 _DIVERGENCE = re.compile(r"FloatingPointError|infinite or NaN|non-finite|not finite|diverged")
 _ITERATION = re.compile(r"iteration[ =]+(\d+)")
@@ -253,17 +252,16 @@ class Runner:
     def _train_net(self, run: Run, out: str, extra: List[str], lock_fd: int) -> subprocess.Popen:
         cmd = [self.python, os.path.join(ROOT, "train_net.py"), "--config-file", os.path.join(ROOT, run.row.config),
                *extra, *run.overrides(out)]
-        log = open(os.path.join(out, "study_stdout.log"), "a")
-        log.write(f"\n=== {datetime.datetime.now().isoformat(timespec='seconds')}: {' '.join(cmd)}\n")
-        log.flush()
-        env = {**os.environ, **ENV_THREADS}
-        # The training inherits the run's lock: a study.py killed before its training cannot start a
-        # second one in the same folder while the first is still running.
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                pass_fds=(lock_fd,))
+        with open(os.path.join(out, "study_stdout.log"), "a") as log:
+            log.write(f"\n=== {datetime.datetime.now().isoformat(timespec='seconds')}: {' '.join(cmd)}\n")
+            log.flush()
+            # The training inherits the run's lock: a study.py killed before its training cannot start a
+            # second one in the same folder while the first is still running.
+            return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **ENV_THREADS}, stdout=log,
+                                    stderr=subprocess.STDOUT, text=True, pass_fds=(lock_fd,))
 
     def _wait(self, run: Run, proc: subprocess.Popen, out: str, state: dict, max_iter: int) -> int:
-        """Waits for the training, printing progress, adding its wall time to the run's state file."""
+        """Waits for the training, printing progress, adding its wall and CPU time to the run's state file."""
         state_path = os.path.join(out, "study_state.json")
         start = time.time()
         before, cpu_before = state.get("wall_s", 0.0), state.get("cpu_s", 0.0)
