@@ -5,6 +5,7 @@ Trains and evaluates the project's LazyConfig models, detectron2-style.
 One machine:     ./train_net.py --config-file configs/DefaultShapes/cascade_mask_rcnn_R_18_FPN_demo.py
                  ./train_net.py --config-file cfg.py --num-gpus 8 train.max_iter=1000
 Evaluate:        ./train_net.py --config-file cfg.py --eval-only train.init_checkpoint=model_final.pth
+  with TTA:      ./train_net.py --config-file cfg.py --eval-only --tta train.init_checkpoint=model_final.pth
 Resume:          ./train_net.py --config-file cfg.py --resume        (continues train.output_dir)
 Many machines:   (machine i)$ ./train_net.py --num-machines 2 --machine-rank i --dist-url tcp://host0:port ...
 SLURM:           ./train_net.py --config-file cfg.py --slurm --slurm-partition gpu --slurm-nodes 2 --num-gpus 8
@@ -18,6 +19,7 @@ from cascades.engine.checkpoint import check_checkpoint_file
 from cascades.engine.config import (check_datasets, check_training_settings, exit_on_bad_input, load_config,
                                     resolve_config_file)
 from cascades.engine.output_lock import OutputDirLock
+from cascades.engine.test_aug import add_test_aug
 from cascades.engine.trainer import run
 from detectron2.engine import default_argument_parser, launch
 
@@ -30,6 +32,9 @@ def argument_parser():
     parser.set_defaults(config_file=DEFAULT_CONFIG)
     parser.add_argument("--amp", action="store_true", help="automatic mixed precision (CUDA only); "
                         "the same as train.amp.enabled=True")
+    parser.add_argument("--tta", action="store_true", help="also evaluate with test-time augmentation "
+                        "(test.aug: flips and scales; the config's own or, without one, the released SCNet "
+                        "TTA's scales of its test size); the same as test.aug.enabled=True")
     slurm = parser.add_argument_group("SLURM (through submitit; --num-gpus is the GPUs per node)")
     slurm.add_argument("--slurm", action="store_true", help="submit the run as a SLURM job and exit")
     slurm.add_argument("--slurm-partition", default=None, help="partition to submit to")
@@ -61,6 +66,7 @@ def main(argv=None):
         args.config_file = resolve_config_file(args.config_file)
         cfg = load_config(args.config_file, args.opts)
         check_datasets(cfg)
+        add_test_aug(cfg, enable=args.tta)
         if not args.eval_only:
             nodes = args.slurm_nodes if args.slurm else args.num_machines
             check_training_settings(cfg, world_size=args.num_gpus * nodes)

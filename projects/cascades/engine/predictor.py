@@ -2,11 +2,13 @@
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 import detectron2.data.transforms as T
 from detectron2.config import instantiate
 
 from .checkpoint import Checkpointer
+from .test_aug import tta_model
 
 __all__ = ["Predictor"]
 
@@ -21,15 +23,22 @@ class Predictor:
         cfg = cascades.model_zoo.get_config("DefaultShapes/cascade_mask_rcnn_R_18_FPN_demo.py")
         cfg.train.init_checkpoint = "output/demo/model_final.pth"
         outputs = Predictor(cfg)(cv2.imread("input.jpg"))  # {"instances": Instances}
+
+    With ``tta=True`` (by default ``cfg.test.aug.enabled``), the model runs with the test-time augmentation
+    of ``cfg.test.aug`` (flips and scales; see :mod:`cascades.engine.test_aug`).
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, tta=None):
         if not cfg.train.init_checkpoint:
             raise ValueError("Predictor needs trained weights: set train.init_checkpoint to a checkpoint "
                              "path or URL")
         self.device = torch.device(cfg.train.device)
         self.model = instantiate(cfg.model).to(self.device).eval()
         Checkpointer(self.model, strict=True).load(cfg.train.init_checkpoint)
+        if tta is None:
+            tta = bool(OmegaConf.select(cfg, "test.aug.enabled", default=False))
+        if tta:
+            self.model = tta_model(cfg, self.model)
         mapper = cfg.dataloader.test.mapper
         self.augmentations = T.AugmentationList([instantiate(a) for a in mapper.augmentations])
         self.input_format = mapper.image_format

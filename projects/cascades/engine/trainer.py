@@ -23,6 +23,7 @@ from .checkpoint import Checkpointer
 from .config import exit_on_bad_input, load_config
 from .failures import DivergenceChecks, MapperNamingTheImage, TrainingDiverged, TrainingFailure
 from .output_lock import OutputDirInUse, OutputDirLock
+from .test_aug import add_test_aug, tta_model
 
 __all__ = ["do_test", "do_train", "run"]
 
@@ -40,13 +41,22 @@ def _check_device(cfg):
 
 
 def do_test(cfg, model):
-    """Evaluates ``model`` on ``dataloader.test`` with ``dataloader.evaluator``; the main process also
-    writes the results to ``<train.output_dir>/eval_results.json``."""
+    """Evaluates ``model`` on ``dataloader.test`` with ``dataloader.evaluator``, and when
+    ``test.aug.enabled`` also with test-time augmentation (its results' keys suffixed ``_TTA``, as
+    detectron2's train_net names them); the main process also writes the results to
+    ``<train.output_dir>/eval_results.json``."""
     if "evaluator" not in cfg.dataloader:
         return {}
-    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    models = {"": model}
+    if OmegaConf.select(cfg, "test.aug.enabled", default=False):
+        models["_TTA"] = tta_model(cfg, model)
+    results = {}
+    for suffix, evaluated in models.items():
+        res = inference_on_dataset(evaluated, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+        if comm.is_main_process():
+            print_csv_format(res)
+        results.update({k + suffix: v for k, v in res.items()})
     if comm.is_main_process():
-        print_csv_format(results)
         with AtomicFile(os.path.join(cfg.train.output_dir, "eval_results.json"), "w") as f:
             json.dump(results, f, indent=2)
     return results
@@ -228,6 +238,7 @@ def run(args):
     cfg = load_config(args.config_file, args.opts)
     with exit_on_bad_input("train_net.py"):
         _check_device(cfg)
+        add_test_aug(cfg, enable=args.tta)
     with _holding_output_dir(cfg.train.output_dir, args.resume) as notes:
         default_setup(cfg, args)
         for note in notes:

@@ -215,24 +215,42 @@ class SemanticCascadeROIHeads(CascadeROIHeads):
         x = self._semantic_mask_features(semantic, boxes)
         return F.adaptive_avg_pool2d(x, self.box_pooler.output_size)
 
-    def _forward_box(self, features, proposals, targets=None):
+    def forward_box_candidates(self, features, proposals):
+        """At test, every proposal's boxes regressed by the last stage and its scores averaged over the
+        stages: per image, ``(boxes Ri x 4k, scores Ri x (K + 1))``, the detections before the score
+        threshold and NMS. mmdetection 2's ``aug_test`` averages these over test-time augmentations
+        (:class:`cascades.modeling.test_time_augmentation.CascadeWithPerRoITTA`)."""
+        assert not self.training
+        context, _ = self._image_context(features)
+        candidates, _ = self._run_cascade(features, proposals, context, detections=self._candidates)
+        return candidates
+
+    def _forward_box(self, features, proposals, targets=None, detections=None):
         """detectron2's :meth:`CascadeROIHeads._forward_box` (stage loop, stage losses, the last stage's
-        boxes at test), with its final inference :meth:`_detections`."""
-        forward_box = with_globals(CascadeROIHeads._forward_box, fast_rcnn_inference=self._detections)
+        boxes at test), with its final inference ``detections`` (by default :meth:`_detections`)."""
+        forward_box = with_globals(CascadeROIHeads._forward_box, fast_rcnn_inference=detections or self._detections)
         return forward_box(self, features, proposals, targets)
 
     def _detections(self, boxes, scores, image_sizes, score_thresh, nms_thresh, topk_per_image):
-        """:func:`fast_rcnn_inference` (the top-k NMS) on the scores averaged over the stages: with
-        ``score_averaging="logits"``, one softmax of the mean of the stages' logits, in place of
-        detectron2's mean of their probabilities (``scores``)."""
+        """:func:`fast_rcnn_inference` (the top-k NMS) on :meth:`_stage_scores`."""
+        return fast_rcnn_inference(boxes, self._stage_scores(scores), image_sizes, score_thresh, nms_thresh,
+                                   topk_per_image)
+
+    def _candidates(self, boxes, scores, image_sizes, *thresholds):
+        """In place of :meth:`_detections`: every box with its :meth:`_stage_scores`, per image."""
+        return list(zip(boxes, self._stage_scores(scores))), None
+
+    def _stage_scores(self, scores):
+        """The scores averaged over the stages: with ``score_averaging="logits"``, one softmax of the
+        mean of the stages' logits, in place of detectron2's mean of their probabilities (``scores``)."""
         if self.score_averaging == "logits":
             mean_logits = sum(stage.predictions[0] for stage in self._stages) / len(self._stages)
             # The last predictor's activation (softmax, or sigmoid with use_sigmoid_ce), per image.
             scores = self.box_predictor[-1].predict_probs((mean_logits, None), self._stages[-1].proposals)
-        return fast_rcnn_inference(boxes, scores, image_sizes, score_thresh, nms_thresh, topk_per_image)
+        return scores
 
-    def _run_cascade(self, features, proposals, context, targets=None):
-        """detectron2's :meth:`CascadeROIHeads._forward_box` (stage losses in training, detections at
+    def _run_cascade(self, features, proposals, context, targets=None, detections=None):
+        """detectron2's :meth:`CascadeROIHeads._forward_box` (stage losses in training, ``detections`` at
         test) with ``context`` fused into every stage's box features (:meth:`_run_stage`).
 
         Returns:
@@ -240,7 +258,7 @@ class SemanticCascadeROIHeads(CascadeROIHeads):
         """
         self._context, self._stages = context, []
         try:
-            return self._forward_box(features, proposals, targets), self._stages
+            return self._forward_box(features, proposals, targets, detections), self._stages
         finally:
             del self._context, self._stages
 
