@@ -1,9 +1,6 @@
-"""mmdetection state dicts -> ours. The key manifests under mmdet_keys/ list every tensor (name and
-shape) of mmdetection 3.3.0's own models, written by tests/checkpoint/write_mmdet_keys.py in the
-reference environment; here they are filled with random values and converted without mmdetection."""
-import json
+"""mmdetection state dicts -> ours, on every tensor of mmdetection 3.3.0's own models (mmdet_samples.py)
+filled with random values, converted without mmdetection."""
 import logging
-import os
 
 import pytest
 import torch
@@ -15,11 +12,9 @@ from cascades.checkpoint import (
     describe_mmdet_model,
     fit_to_model,
 )
-from detectron2.config import LazyConfig, instantiate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-KEYS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mmdet_keys")
-CONFIGS = os.path.join(ROOT, "configs", "COCO-InstanceSegmentation", "mmdet")
+from mmdet_samples import mmdet_state_dict, our_model
+
 # manifest -> (our config, what describe_mmdet_model reads from it)
 MODELS = {
     "scnet_r50_fpn_1x_coco": ("scnet_R_50_FPN_1x", ("scnet", 50, 1, 64, 80, True)),
@@ -28,23 +23,9 @@ MODELS = {
     "htc_x101-32x4d_fpn_16xb1-20e_coco": ("htc_X_101_32x4d_FPN_20e", ("htc", 101, 32, 4, 80, True)),
     "scnet_x101-64x4d_fpn_20e_coco": ("scnet_X_101_64x4d_FPN_20e", ("scnet", 101, 64, 4, 80, True)),
 }
-QUICK = {"scnet_r50_fpn_1x_coco", "htc_r50_fpn_1x_coco", "cascade-mask-rcnn_r50_fpn_1x_coco"}
 
 
-def mmdet_state_dict(name, seed=0):
-    """mmdetection's tensors for the model ``name``, with random values."""
-    with open(os.path.join(KEYS, f"{name}.json")) as f:
-        shapes = json.load(f)
-    gen = torch.Generator().manual_seed(seed)
-    return {k: (torch.randint(0, 100, shape, generator=gen) if k.endswith("num_batches_tracked")
-                else torch.randn(shape, generator=gen)) for k, shape in shapes.items()}
-
-
-def our_model(config):
-    return instantiate(LazyConfig.load(os.path.join(CONFIGS, f"{config}.py")).model)
-
-
-@pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in MODELS])
+@pytest.mark.parametrize("name", MODELS)
 def test_every_tensor_converts_into_the_config_built_for_it(name):
     config, description = MODELS[name]
     source = mmdet_state_dict(name)

@@ -1,7 +1,6 @@
 """mmdetection checkpoint files and URLs: reading, verified downloads, the conversion cache, and the
 mmdet:// path handler under detectron2's own checkpointer."""
 import functools
-import hashlib
 import http.server
 import os
 import threading
@@ -10,36 +9,12 @@ import pytest
 import torch
 
 import cascades  # noqa: F401  registers mmdet://
-from cascades.checkpoint import CONVERSION_KEY, MMDetConversionError, convert_mmdet_state_dict, converted_checkpoint
+from cascades.checkpoint import CONVERSION_KEY, MMDetConversionError, converted_checkpoint
 from cascades.checkpoint import mmdet_files
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 
-from test_mmdet_conversion import mmdet_state_dict, our_model
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CASCADES_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-def tiny_mmdet_state_dict(name="cascade-mask-rcnn_r50_fpn_1x_coco"):
-    """mmdetection's tensor names with one-element tensors, except those the model is read from."""
-    full = mmdet_state_dict(name)
-    keep = {"backbone.layer1.0.conv2.weight", "roi_head.bbox_head.0.fc_cls.weight"}
-    return {k: v if k in keep else v.flatten()[:1].clone() for k, v in full.items()}
-
-
-def save_with_hash(state_dict, folder, stem="model"):
-    """Saves like mmdetection's publish_model: the file name carries the start of its sha256."""
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{stem}.pth")
-    torch.save({"state_dict": state_dict, "meta": {}}, path)
-    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()[:8]
-    final = os.path.join(folder, f"{stem}-{digest}.pth")
-    os.replace(path, final)
-    return final
+from mmdet_samples import loaded_exactly, our_model, save_with_hash, tiny_mmdet_state_dict
 
 
 def converted_files(cache):
@@ -134,20 +109,6 @@ def test_downloads_are_verified_before_they_are_kept(http_folder, cache):
     assert os.listdir(cache / "downloads") == [good]
 
 
-@pytest.fixture(scope="module")
-def full_size_file(tmp_path_factory):
-    """A full-size mmdetection Cascade Mask R-CNN R-50 checkpoint (random values) and its conversion."""
-    state_dict = mmdet_state_dict("cascade-mask-rcnn_r50_fpn_1x_coco")
-    return save_with_hash(state_dict, str(tmp_path_factory.mktemp("mmdet"))), convert_mmdet_state_dict(state_dict)
-
-
-def _loaded_exactly(model, converted):
-    ours = model.state_dict()
-    assert set(converted) == {k for k in ours if not k.endswith("num_batches_tracked")}
-    for key, value in converted.items():
-        assert torch.equal(ours[key], value), key
-
-
 def test_detectron2_checkpointer_loads_mmdet_paths_fully(full_size_file):
     """detectron2's own DetectionCheckpointer (as tools.lazyconfig_train_net uses it) resolves
     mmdet://<file> through the path handler and fills every tensor of the model."""
@@ -155,7 +116,7 @@ def test_detectron2_checkpointer_loads_mmdet_paths_fully(full_size_file):
     assert PathManager.get_local_path(f"mmdet://{source}") == converted_checkpoint(source)
     model = our_model("cascade_mask_rcnn_R_50_FPN_1x")
     DetectionCheckpointer(model).load(f"mmdet://{source}")
-    _loaded_exactly(model, converted)
+    loaded_exactly(model, converted)
 
 
 def test_predictor_takes_mmdet_paths(full_size_file):
@@ -165,7 +126,7 @@ def test_predictor_takes_mmdet_paths(full_size_file):
     source, converted = full_size_file
     cfg = get_config("COCO-InstanceSegmentation/mmdet/cascade_mask_rcnn_R_50_FPN_1x.py")
     cfg.train.init_checkpoint, cfg.train.device = f"mmdet://{source}", "cpu"
-    _loaded_exactly(Predictor(cfg).model, converted)
+    loaded_exactly(Predictor(cfg).model, converted)
 
 
 class _Pickled:

@@ -8,6 +8,9 @@ from .mmdet_conversion import (
     convert_mmdet_state_dict,
     describe_mmdet_model,
     fit_to_model,
+    mmdet_tensor_names,
+    refuse_mmdet_layout,
+    refuse_mmdet_state_dict,
 )
 from .mmdet_files import CONVERSION_KEY, converted_checkpoint, load_mmdet_state_dict
 from .path_handler import MMDET_PREFIX, MMDetPathHandler

@@ -1,17 +1,21 @@
 """Config settings under which mmdetection's converted weights compute what they compute in mmdetection.
 
 Used by configs/COCO-InstanceSegmentation/mmdet/: pytorch-style ResNet/ResNeXt (stride in the 3x3
-conv), RGB input normalized by ImageNet's mean and std, frozen BatchNorm, and the test score threshold
-of the released config. What the heads' code does differently is listed in docs/MMDET.md.
+conv), RGB input normalized by ImageNet's mean and std, frozen BatchNorm, the box stages' coder
+stds, and the test score threshold of the released config. What the heads' code does differently is
+listed in docs/MMDET.md.
 """
 from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import BottleneckBlock, ResNet
 
-__all__ = ["MMDET_PIXEL_MEAN", "MMDET_PIXEL_STD", "follow_mmdet", "resnet_stages"]
+__all__ = ["MMDET_BOX_STDS", "MMDET_PIXEL_MEAN", "MMDET_PIXEL_STD", "follow_mmdet", "resnet_stages"]
 
 # mmdetection's data_preprocessor (RGB order)
 MMDET_PIXEL_MEAN = [123.675, 116.28, 103.53]
 MMDET_PIXEL_STD = [58.395, 57.12, 57.375]
+# The target_stds (x, y, w, h) of each box stage's DeltaXYWHBBoxCoder (means 0); detectron2's
+# Box2BoxTransform divides by weights where mmdetection multiplies by stds.
+MMDET_BOX_STDS = [(0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067)]
 _BLOCKS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3]}
 
 
@@ -45,6 +49,7 @@ def follow_mmdet(model, dataloader, *, depth: int, groups: int = 1, width_per_gr
     model.pixel_std = MMDET_PIXEL_STD
     model.input_format = "RGB"
     dataloader.train.mapper.image_format = "RGB"  # the test mapper follows the train mapper's format
-    for predictor in model.roi_heads.box_predictors:
+    for predictor, stds in zip(model.roi_heads.box_predictors, MMDET_BOX_STDS, strict=True):
+        predictor.box2box_transform.weights = tuple(1.0 / s for s in stds)
         predictor.test_score_thresh = score_thresh
     return model

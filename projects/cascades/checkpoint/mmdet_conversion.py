@@ -19,6 +19,9 @@ __all__ = [
     "CLASS_SPECIFIC_KEYS",
     "check_fits",
     "fit_to_model",
+    "mmdet_tensor_names",
+    "refuse_mmdet_layout",
+    "refuse_mmdet_state_dict",
 ]
 
 
@@ -122,6 +125,39 @@ CLASS_SPECIFIC_KEYS = re.compile(
     r"roi_heads\.(box_predictor\.\d+\.cls_score|mask_head\.\d+\.predictor|global_context_head\.classifier"
     r"|semantic_head\.predictor)\.(weight|bias)"
 )
+
+
+# Module names that only mmdetection's detectors use (ours and detectron2's are backbone.bottom_up,
+# proposal_generator and roi_heads).
+_MMDET_MODULES = ("backbone.layer1.", "neck.lateral_convs.", "rpn_head.", "roi_head.", "bbox_head.")
+
+
+def mmdet_tensor_names(checkpoint) -> List[str]:
+    """The tensors of ``checkpoint`` (a state dict, or mmdetection's ``{"state_dict": ..., "meta": ...}``)
+    that are named as in mmdetection's detectors; empty for any other checkpoint."""
+    state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state_dict, dict):
+        return []
+    return sorted(k for k in state_dict if isinstance(k, str) and k.startswith(_MMDET_MODULES))
+
+
+def refuse_mmdet_layout(checkpoint, source: str = "the checkpoint") -> None:
+    """Raises :class:`MMDetConversionError` when ``checkpoint`` is an unconverted mmdetection
+    checkpoint, naming the ``mmdet://`` path that converts it: none of its tensors would fit."""
+    names = mmdet_tensor_names(checkpoint)
+    if names:
+        via = f"mmdet://{source}" if source != "the checkpoint" else "mmdet://<its path or URL>"
+        raise MMDetConversionError(
+            f"{source} is an mmdetection checkpoint (tensors named {_names(names, 2)}), which this model's "
+            f"names do not match: load it as {via} to convert it")
+
+
+def refuse_mmdet_state_dict(module, state_dict, prefix, *args) -> None:
+    """A ``load_state_dict`` pre-hook (``model.register_load_state_dict_pre_hook``) that refuses an
+    unconverted mmdetection state dict, which any checkpointer loading leniently (detectron2's
+    ``DetectionCheckpointer`` in ``tools.lazyconfig_train_net``) would otherwise load as nothing."""
+    if not prefix:
+        refuse_mmdet_layout(state_dict)
 
 
 def _rename(key: str) -> Optional[str]:

@@ -8,6 +8,7 @@ import zipfile
 
 from detectron2.checkpoint import DetectionCheckpointer
 
+from ..checkpoint import CONVERSION_KEY, fit_to_model, refuse_mmdet_layout
 from .atomic import AtomicPathManager
 from .failures import TrainingDiverged, non_finite_weights
 
@@ -67,6 +68,11 @@ class Checkpointer(DetectionCheckpointer):
        any missing or mis-shaped tensor when ``strict`` (inference) or when resuming a training run.
        Loading ``train.init_checkpoint`` for training stays lenient, as in detectron2, so that a
        backbone-only or different-class-count checkpoint initialises what it can.
+
+    Converted mmdetection checkpoints (``mmdet://...``) are never loaded leniently: every tensor must
+    fit, except that for training (not ``strict``) a different class count leaves out the
+    class-specific layers with one warning (``cascades.checkpoint.fit_to_model``). An unconverted
+    mmdetection file is refused with the ``mmdet://`` path that converts it.
     """
 
     def __init__(self, model, save_dir="", *, strict=False, **kwargs):
@@ -140,7 +146,18 @@ class Checkpointer(DetectionCheckpointer):
             self.strict = strict
 
     def _load_model(self, checkpoint):
+        source, left_out = self._loading or "the checkpoint", set()
+        if CONVERSION_KEY in checkpoint:
+            converted = checkpoint["model"]
+            checkpoint["model"] = fit_to_model(converted, self.model.state_dict(), fine_tuning=not self.strict,
+                                               source=source)
+            left_out = set(converted) - set(checkpoint["model"])
+        else:
+            refuse_mmdet_layout(checkpoint["model"], source)
         incompatible = super()._load_model(checkpoint)
+        if left_out:  # fit_to_model's warning named them; fvcore would list them again
+            incompatible = incompatible._replace(
+                missing_keys=[k for k in incompatible.missing_keys if k not in left_out])
         # fvcore fills in BatchNorm's step counters itself; they say nothing about fitting.
         model_keys = {k for k in self.model.state_dict() if not k.endswith("num_batches_tracked")}
         # fvcore drops mis-shaped tensors before loading, so they are also among the missing keys.
