@@ -126,19 +126,26 @@ def _as_roi_tensor(rois: Union[Tensor, Sequence[Tensor]], input: Tensor) -> Tens
     return rois
 
 
+def _autocast_on(input: Tensor) -> bool:
+    """Whether the op's autocast kernel (csrc/roi_warp/roi_warp_autocast.cpp) takes this call: it runs
+    the op in float32 on the upcast input and rois, and casts the output back to the input's dtype."""
+    return torch.is_autocast_enabled(input.device.type)
+
+
 def _check_input(input: Tensor):
     if not isinstance(input, Tensor):
         raise TypeError(f"roi_warp: input must be a Tensor, got {type(input).__name__}")
     if input.dim() != 4:
         raise ValueError(f"roi_warp: input must be N x C x H x W, got shape {tuple(input.shape)}")
-    supported = (torch.float32, torch.float64) + ((torch.float16, torch.bfloat16) if input.is_cuda else ())
+    low_precision = input.is_cuda or _autocast_on(input)
+    supported = (torch.float32, torch.float64) + ((torch.float16, torch.bfloat16) if low_precision else ())
     if input.dtype not in supported:
         raise TypeError(f"roi_warp: input dtype must be one of {[str(d) for d in supported]} on "
                         f"{input.device.type}, got {input.dtype}")
 
 
 def _check_rois_match(input: Tensor, rois: Tensor):
-    if rois.dtype != input.dtype:
+    if rois.dtype != input.dtype and not _autocast_on(input):
         raise TypeError(f"roi_warp: rois dtype {rois.dtype} must equal input dtype {input.dtype}")
     if rois.device != input.device:
         raise ValueError(f"roi_warp: rois are on {rois.device} but input is on {input.device}")
@@ -177,7 +184,8 @@ def roi_warp(
     """Warps the feature map inside each box to ``output_size`` by bilinear interpolation.
 
     Args:
-        input: N x C x H x W features (float32/float64; also float16/bfloat16 on CUDA).
+        input: N x C x H x W features (float32/float64; also float16/bfloat16 on CUDA, and on any device
+            under ``torch.autocast``, which runs the op in float32 and returns the input's dtype).
         rois: K x 5 (batch index, x1, y1, x2, y2) in image coordinates, or a list of N tensors of
             L_i x 4 boxes (torchvision's conventions). Gradients flow into the four box coordinates.
         output_size: the warp grid (h, w) or one int for a square grid.
@@ -223,8 +231,9 @@ def _roi_warp(input, rois, output_size, spatial_scale, aligned, pool_size, sampl
 
 class RoIWarp(nn.Module):
     """Module form of :func:`roi_warp`, shaped like detectron2's ``ROIAlign``: like it, it casts the rois
-    to the features' dtype (detectron2's ``Boxes`` are float32 while features may be float16 under AMP);
-    the cast is differentiable, so box gradients still flow."""
+    to the features' dtype (detectron2's ``Boxes`` are float32 while features may be float16); the cast
+    is differentiable, so box gradients still flow. Under ``torch.autocast`` the rois are left as they
+    are: the op's autocast kernel runs it in float32, so boxes keep their float32 precision."""
 
     # RoIWarpPooler checks all its boxes at once, and sets this for its level poolers.
     _rois_checked_by_caller = False
@@ -245,7 +254,7 @@ class RoIWarp(nn.Module):
         self.sample_at = sample_at
 
     def forward(self, input: Tensor, rois: Union[Tensor, List[Tensor]]) -> Tensor:
-        if isinstance(rois, Tensor) and isinstance(input, Tensor):
+        if isinstance(rois, Tensor) and isinstance(input, Tensor) and not _autocast_on(input):
             rois = rois.to(input.dtype)
         return _roi_warp(input, rois, self.output_size, self.spatial_scale, self.aligned, self.pool_size,
                          self.sample_at, check_values=not self._rois_checked_by_caller)
