@@ -56,3 +56,14 @@ def test_progress_over_yields_every_item_and_counts_them(monkeypatch):
 def test_format_duration():
     assert [format_duration(s) for s in (0.4, 59, 61, 3599, 3725)] == ["0 s", "59 s", "1 min 1 s", "59 min 59 s",
                                                                        "1 h 02 min"]
+
+
+def test_bar_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    with Progress("x.zip", 4 * 1024 * 1024, unit="B", stream=screen, interval=0) as progress:
+        progress.update(4 * 1024 * 1024)
+    assert "x.zip: 100%" in screen.getvalue() and "4.00M/4.00M" in screen.getvalue()

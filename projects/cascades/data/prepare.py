@@ -17,13 +17,13 @@ import json
 import os
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import zipfile
 import zlib
 from typing import Callable, NamedTuple, Optional
 
+from ..engine.progress import Progress
 from .converters import convert_balloon, convert_coco128_seg
 from .storage import datasets_root, publish_folder
 
@@ -49,43 +49,6 @@ class PrepareError(RuntimeError):
     """A dataset could not be fetched or converted; the message is one line saying why and what to do."""
 
 
-class _Progress:
-    """A bar with its ETA on a terminal (tqdm); elsewhere (logs, CI) a line every ``interval`` seconds."""
-
-    def __init__(self, label: str, total: Optional[int], stream=None, interval: float = 10.0):
-        self.label, self.total, self.done = label, total, 0
-        self.stream = stream or sys.stderr
-        self.interval, self.start = interval, time.monotonic()
-        self.last = self.start
-        self.bar = None
-        if self.stream.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024, file=self.stream)
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif time.monotonic() - self.last >= self.interval:
-            self._line()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        else:
-            self._line()
-
-    def _line(self) -> None:
-        self.last = time.monotonic()
-        rate = self.done / max(self.last - self.start, 1e-9)
-        line = f"{self.label}: {self.done / 1e6:.1f} MB"
-        if self.total:
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            line += f" of {self.total / 1e6:.1f} MB ({100 * self.done / self.total:.0f}%), about {eta:.0f} s left"
-        print(f"{line}, {rate / 1e6:.2f} MB/s", file=self.stream, flush=True)
-
-
 def download(url: str, path: str, hint: str = "", stream=None) -> None:
     """Downloads ``url`` to ``path`` through a ``.partial`` file beside it, checking the size the server announced;
     raises :class:`PrepareError` and leaves no file on failure (``hint`` ends the message when the
@@ -99,7 +62,7 @@ def download(url: str, path: str, hint: str = "", stream=None) -> None:
     try:
         with response, os.fdopen(fd, "wb") as f:
             total = int(response.headers.get("Content-Length") or 0) or None
-            progress = _Progress(os.path.basename(path), total, stream)
+            progress = Progress(os.path.basename(path), total, unit="B", stream=stream)
             try:
                 while chunk := _read(response, url, progress.done):
                     f.write(chunk)
