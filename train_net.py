@@ -6,6 +6,8 @@ One machine:     ./train_net.py --config-file configs/DefaultShapes/cascade_mask
                  ./train_net.py --config-file cfg.py --num-gpus 8 train.max_iter=1000
 Evaluate:        ./train_net.py --config-file cfg.py --eval-only train.init_checkpoint=model_final.pth
   with TTA:      ./train_net.py --config-file cfg.py --eval-only --tta train.init_checkpoint=model_final.pth
+Mixed precision: ./train_net.py --config-file cfg.py --amp   (float16 on CUDA, bfloat16 on the CPU)
+Less memory:     ./train_net.py --config-file cfg.py train.activation_checkpointing=[backbone,mask_head]
 Resume:          ./train_net.py --config-file cfg.py --resume        (continues train.output_dir)
 Many machines:   (machine i)$ ./train_net.py --num-machines 2 --machine-rank i --dist-url tcp://host0:port ...
 SLURM:           ./train_net.py --config-file cfg.py --slurm --slurm-partition gpu --slurm-nodes 2 --num-gpus 8
@@ -20,6 +22,7 @@ from cascades.engine.config import (check_datasets, check_training_settings, exi
                                     resolve_config_file)
 from cascades.engine.output_lock import OutputDirLock
 from cascades.engine.test_aug import add_test_aug
+from cascades.modeling.activation_checkpointing import configured_parts
 from cascades.engine.trainer import run
 from detectron2.engine import default_argument_parser, launch
 
@@ -30,8 +33,9 @@ DEFAULT_CONFIG = "DefaultShapes/cascade_mask_rcnn_R_18_FPN_demo.py"
 def argument_parser():
     parser = default_argument_parser(epilog=__doc__)
     parser.set_defaults(config_file=DEFAULT_CONFIG)
-    parser.add_argument("--amp", action="store_true", help="automatic mixed precision (CUDA only); "
-                        "the same as train.amp.enabled=True")
+    parser.add_argument("--amp", action="store_true", help="automatic mixed precision: the forward pass "
+                        "under torch.autocast, float16 with a GradScaler on CUDA (detectron2's AMPTrainer), "
+                        "bfloat16 on the CPU; the same as train.amp.enabled=True")
     parser.add_argument("--tta", action="store_true", help="also evaluate with test-time augmentation "
                         "(test.aug: flips and scales; the config's own or, without one, the released SCNet "
                         "TTA's scales of its test size); the same as test.aug.enabled=True")
@@ -70,6 +74,7 @@ def main(argv=None):
         if not args.eval_only:
             nodes = args.slurm_nodes if args.slurm else args.num_machines
             check_training_settings(cfg, world_size=args.num_gpus * nodes)
+            configured_parts(cfg)
         output_dir = cfg.train.output_dir
         resuming = args.resume and os.path.isfile(os.path.join(output_dir, "last_checkpoint"))
         if not resuming or args.eval_only:

@@ -18,6 +18,9 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.events import TensorboardXWriter
 
+from ..modeling.activation_checkpointing import apply_activation_checkpointing, configured_parts
+
+from .amp import CPUAMPTrainer, amp_trainer_class
 from .atomic import AtomicFile, remove_stale_partial_files
 from .checkpoint import Checkpointer
 from .config import exit_on_bad_input, load_config
@@ -35,9 +38,8 @@ def _check_device(cfg):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device={cfg.train.device!r} but no CUDA device is available; "
                            "pass train.device=cpu")
-    if cfg.train.amp.enabled and device.type != "cuda":
-        raise ValueError("train.amp.enabled=True (--amp) needs a CUDA device; "
-                           f"train.device is {cfg.train.device!r}")
+    if cfg.train.amp.enabled:
+        amp_trainer_class(device)
 
 
 def do_test(cfg, model):
@@ -85,6 +87,16 @@ class _SimpleTrainer(DivergenceChecks, SimpleTrainer):
 
 class _AMPTrainer(DivergenceChecks, AMPTrainer):
     pass
+
+
+class _CPUAMPTrainer(DivergenceChecks, CPUAMPTrainer):
+    pass
+
+
+def _trainer_class(cfg):
+    if not cfg.train.amp.enabled:
+        return _SimpleTrainer
+    return {AMPTrainer: _AMPTrainer, CPUAMPTrainer: _CPUAMPTrainer}[amp_trainer_class(cfg.train.device)]
 
 
 def _train_loader(cfg):
@@ -157,6 +169,8 @@ def do_train(cfg, resume=False):
     settings, e.g. a lower LR, apply); otherwise starts from ``train.init_checkpoint``. A run that
     diverges or meets an unreadable image raises :class:`TrainingFailure`."""
     model = instantiate(cfg.model)
+    with exit_on_bad_input("train_net.py"):
+        apply_activation_checkpointing(model, configured_parts(cfg))
     logger.info("Model:\n{}".format(model))
     model.to(cfg.train.device)
 
@@ -166,7 +180,7 @@ def do_train(cfg, resume=False):
     train_loader = _train_loader(cfg)
 
     model = _ddp(model, cfg)
-    trainer = (_AMPTrainer if cfg.train.amp.enabled else _SimpleTrainer)(model, train_loader, optimizer)
+    trainer = _trainer_class(cfg)(model, train_loader, optimizer)
     checkpointer = Checkpointer(model, cfg.train.output_dir, trainer=trainer)
     main = comm.is_main_process()
     trainer.register_hooks([
