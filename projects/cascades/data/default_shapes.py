@@ -26,6 +26,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
 from detectron2.data.datasets import load_coco_json
 
+from ..engine.progress import progress_over
 from .coco_format import rle_annotation
 from .storage import cache_root, datasets_root, publish_folder, write_json, writable
 
@@ -141,10 +142,10 @@ def _render(rng):
     return np.clip(image, 0, 255).astype(np.uint8), list(zip(labels, masks))
 
 
-def _write_split(out_dir, seed, num_images):
+def _write_split(out_dir, name, seed, num_images):
     os.mkdir(os.path.join(out_dir, "images"))
     images, annotations = [], []
-    for image_id in range(num_images):
+    for image_id in progress_over(range(num_images), f"generating {name}", unit="images"):
         image, instances = _render(np.random.default_rng([seed, image_id]))
         file_name = f"{image_id:06d}.png"
         cv2.imwrite(os.path.join(out_dir, "images", file_name), image)
@@ -163,7 +164,7 @@ def generate_split(name, root=None):
     final = _split_dir(root or default_shapes_root(), name)
     if not os.path.isfile(os.path.join(final, "annotations.json")):
         with publish_folder(final) as staged:
-            _write_split(staged, *SPLITS[name])
+            _write_split(staged, name, *SPLITS[name])
     return final
 
 
