@@ -59,8 +59,8 @@ def test_annotations_are_valid_occluded_instances(tmp_path, small_splits):
 def test_interrupted_generation_leaves_nothing_and_is_redone(tmp_path, small_splits, monkeypatch):
     write = shapes._write_split
 
-    def crash(out_dir, seed, num_images):
-        write(out_dir, seed, 2)
+    def crash(out_dir, name, seed, num_images):
+        write(out_dir, name, seed, 2)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(shapes, "_write_split", crash)
