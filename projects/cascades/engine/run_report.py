@@ -28,7 +28,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 from .atomic import AtomicFile
 
 __all__ = ["CONTACT_SHEET", "TRAINING_CURVES", "contact_sheet", "draw_predictions", "plot_training_curves",
-           "training_series", "write_run_report"]
+           "report_finished_run", "training_series", "write_run_report"]
 
 CONTACT_SHEET = "contact_sheet.png"
 TRAINING_CURVES = "training_curves.png"
@@ -191,6 +191,19 @@ def write_run_report(cfg, num_images: int = 8, score_threshold: float = 0.5, wei
         written.append(os.path.join(output_dir, CONTACT_SHEET))
         _write_png(written[-1], sheet)
     return written
+
+
+def report_finished_run(cfg) -> None:
+    """:func:`write_run_report` at the end of a training run (train_net.py), logging where the pictures are.
+    The run's results are saved by then: a picture that cannot be made is a warning, not a failed run."""
+    try:
+        written = write_run_report(cfg)
+    except Exception:
+        logger.warning(f"Could not write the contact sheet / training curves into {cfg.train.output_dir}; "
+                       "the run's checkpoints and results are complete", exc_info=True)
+        return
+    if written:
+        logger.info("Contact sheet and training curves: " + ", ".join(os.path.abspath(p) for p in written))
 
 
 def main(argv=None):

@@ -26,6 +26,7 @@ from .checkpoint import Checkpointer
 from .config import exit_on_bad_input, load_config
 from .failures import DivergenceChecks, MapperNamingTheImage, TrainingDiverged, TrainingFailure
 from .output_lock import OutputDirInUse, OutputDirLock
+from .run_report import report_finished_run
 from .test_aug import add_test_aug, tta_model
 
 __all__ = ["do_test", "do_train", "run"]
@@ -274,6 +275,7 @@ def run(args):
             advice = f" {_after_divergence(cfg)}" if isinstance(failure, TrainingDiverged) else ""
             raise SystemExit(f"train_net.py: error: {str(failure).rstrip('.!')}.{advice}") from None
         if comm.is_main_process():
+            report_finished_run(cfg)
             logger.info(f"Results are in {os.path.abspath(cfg.train.output_dir)}")
 
 
