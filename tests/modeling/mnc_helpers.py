@@ -1,5 +1,6 @@
 """What the MNC tests share: a tiny MNC built from the Balloon small config, hand-built GT instances and
 batches, and controlled ROI heads (one feature map, hand-set weights) for exact expected values."""
+import copy
 import os
 
 import torch
@@ -132,3 +133,35 @@ def yacs_mnc_config(fc_dim=16, **mnc):
     for key, value in mnc.items():
         cfg.MODEL.MNC[key] = value
     return cfg
+
+
+def train_with_config(cfg, model, dataset_dicts, iters: int, log_period: int = 0):
+    """Trains ``model`` as the LazyConfig ``cfg`` says (its optimizer, its LR schedule run over ``iters``
+    iterations, its train mapper and batch size) on ``dataset_dicts`` cycled in order, without a data
+    loader; returns the last losses. A non-finite loss raises FloatingPointError naming the iteration."""
+    mapper = instantiate(cfg.dataloader.train.mapper)
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    cfg.lr_multiplier.max_iter = iters
+    schedule = instantiate(cfg.lr_multiplier)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    batch_size = cfg.dataloader.train.total_batch_size
+    model.train()
+    losses = {}
+    with EventStorage() as storage:
+        for it in range(iters):
+            storage.iter = it
+            for group, lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = lr * schedule(it / iters)
+            start = it * batch_size
+            batch = [mapper(copy.deepcopy(dataset_dicts[(start + k) % len(dataset_dicts)])) for k in range(batch_size)]
+            losses = model(batch)
+            total = sum(losses.values())
+            if not torch.isfinite(total):
+                raise FloatingPointError(f"loss diverged at iteration {it}: {losses}")
+            if log_period and it % log_period == 0:
+                print(it, f"{total.item():.3f}", {k: round(v.item(), 3) for k, v in losses.items()}, flush=True)
+            optimizer.zero_grad()
+            total.backward()
+            optimizer.step()
+    return {k: v.item() for k, v in losses.items()}

@@ -80,6 +80,9 @@ def small_mnc(model, num_classes: int, width: int = 64, fc_dim: int = 256):
     GroupNorm rather than BN: at 2 images per batch BN's statistics are noise, and a model evaluated
     early (before its running statistics settle) gives features ~100x too large in eval mode."""
     small_resnet18_fpn(model, width, norm="GN", post_nms_topk=(100, 100))
+    # No minimum proposal size: the released 16 px are of the original image, 2-7 px of balloon's photos
+    # (short sides 576-2019) at the small configs' short side 256.
+    model.proposal_generator.min_box_size = 0
     heads = model.roi_heads
     heads.num_classes = num_classes
     heads.mask_head.input_shape.channels = width
