@@ -212,6 +212,7 @@ def test_released_variant_config():
     cfg = LazyConfig.load(os.path.join(REPO, "configs/VOC-SBD/mnc_VGG16_5stage_e2e_released.py"))
     heads = cfg.model.roi_heads
     assert heads.mask_head.mask_size == 21 and heads.mask_loss_weight == 2.0 and heads.pooler.sample_at == "start"
+    assert heads.masking_grad == "mask_level_positives"
     assert cfg.train.max_iter == 25000 and cfg.dataloader.train.total_batch_size == 8
 
 
