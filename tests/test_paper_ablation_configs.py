@@ -1,7 +1,7 @@
 """The SCNet paper's ablations (Tables 2 and 3) and its HTC / Cascade Mask R-CNN baselines as configs: every
 one on the paper's schedule (20 epochs, lr 0.02 x0.1 after epochs 16 and 19, 16 images per batch, the
-same data), and each ablation row differs from the baseline only in the components it names, each
-being the full SCNet's."""
+same data), each ablation row differs from the baseline only in the components it names, each being
+the full SCNet's, and all take the released configs' box settings where the paper is silent."""
 import os
 
 import pytest
@@ -93,3 +93,25 @@ def test_the_relays_of_the_fr_row_are_three_modules():
     relays = list(heads.feature_relays)
     assert len(relays) == len(heads.mask_head) == 3
     assert len({id(p) for relay in relays for p in relay.parameters()}) == sum(len(list(r.parameters())) for r in relays)
+
+
+@pytest.mark.parametrize("name", ["scnet_R_50_FPN_20e", "htc_R_50_FPN_20e", "cascade_mask_rcnn_semantic_R_50_FPN_20e"])
+def test_box_settings_are_the_released_configs(name):
+    """thangvubk/SCNet configs/scnet/scnet_r50_fpn_1x_coco.py and its bases (htc, cascade_mask_rcnn_r50_fpn):
+    RPN smooth L1 beta 1/9, 2000 / 1000 proposals; 512 RoIs, 25% positives, IoU 0.5 / 0.6 / 0.7; two shared
+    fc 1024, class-agnostic regression, target stds (0.1, 0.2) / (0.05, 0.1) / (0.033, 0.067) (detectron2
+    weights 1 / std), smooth L1 beta 1; RoIAlign 7 (boxes) and 14 (masks), adaptive sampling, aligned."""
+    model = instantiate(LazyConfig.load(os.path.join(ROOT, COCO, name + ".py")).model)
+    rpn, heads = model.proposal_generator, model.roi_heads
+    assert rpn.smooth_l1_beta == pytest.approx(1 / 9) and rpn.box_reg_loss_type == "smooth_l1"
+    assert rpn.pre_nms_topk == rpn.post_nms_topk == {True: 2000, False: 1000}
+    assert (heads.batch_size_per_image, heads.positive_fraction) == (512, 0.25)
+    assert [m.thresholds[1] for m in heads.proposal_matchers] == [0.5, 0.6, 0.7]
+    for predictor, stds in zip(heads.box_predictor, [(0.1, 0.2), (0.05, 0.1), (0.033, 0.067)]):
+        assert predictor.box2box_transform.weights == pytest.approx([1 / stds[0]] * 2 + [1 / stds[1]] * 2)
+        assert predictor.bbox_pred.out_features == 4 and predictor.smooth_l1_beta == 1.0
+    for box_head in heads.box_head:
+        assert [fc.out_features for fc in box_head.fcs] == [1024, 1024] and not box_head.conv_norm_relus
+    for pooler, size in ((heads.box_pooler, 7), (heads.mask_pooler, 14)):
+        assert pooler.output_size == (size, size)
+        assert all(p.sampling_ratio == 0 and p.aligned for p in pooler.level_poolers)

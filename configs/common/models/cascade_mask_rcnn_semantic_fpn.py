@@ -13,6 +13,7 @@ from .small_resnet_fpn import small_resnet18_fpn, small_roi_heads
 model = get_config("common/models/cascade_rcnn.py").model
 model._target_ = SemanticRCNN
 model.proposal_generator.post_nms_topk = (2000, 1000)
+model.proposal_generator.smooth_l1_beta = 1.0 / 9  # the released RPN's SmoothL1Loss(beta=1/9)
 
 FPN_SHAPES = {f"p{k}": ShapeSpec(channels=256, stride=2**k) for k in range(2, 7)}
 
@@ -56,6 +57,8 @@ def small_model(model, num_classes: int, semantic_num_classes: int, width: int =
     proposals and RoIs. The structure (stages, heads, fusions) is unchanged.
     """
     small_resnet18_fpn(model, width, norm="BN", post_nms_topk=(200, 100))
+    # detectron2's L1 RPN loss, as the small recipe and its studies (docs/SMALL_MODELS.md) were run.
+    model.proposal_generator.smooth_l1_beta = 0.0
     small_roi_heads(model, num_classes, width)
     heads = model.roi_heads
     # Later stages keep all refined boxes (detectron2's cascade): with 64 RoIs per image there is
