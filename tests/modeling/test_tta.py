@@ -11,9 +11,12 @@ import detectron2.data.transforms as T
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import GeneralizedRCNN
+from detectron2.structures import Boxes, pairwise_iou
 
 from cascades.data.default_shapes import register_default_shapes  # noqa: F401  registers the shapes
-from cascades.modeling.test_time_augmentation import CascadeWithPerRoITTA, RCNNWithTTA, check_tta_settings, with_tta
+from cascades.modeling import test_time_augmentation
+from cascades.modeling.test_time_augmentation import (CascadeWithPerRoITTA, MNCWithTTA, RCNNWithTTA, check_tta_settings,
+                                                      with_tta)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = {
@@ -72,12 +75,13 @@ def assert_same_instances(a, b, box_atol=1e-3):
     assert (a.pred_masks != b.pred_masks).float().mean() < 1e-3
 
 
-@pytest.mark.parametrize("name", [*CASCADES, "mask_rcnn"])
+@pytest.mark.parametrize("name", [*CASCADES, "mnc", "mask_rcnn"])
 def test_identity_tta_is_plain_inference(name):
-    """One augmentation, the test size itself, no flip: detectron2's merge gives the plain detections."""
+    """One augmentation, the test size itself, no flip: detectron2's merge gives the plain detections;
+    MNC's merge (its candidates through NMS and mask voting) the same detections, boxes and classes."""
     model, inputs = random_model(name), photo()
     tta = with_tta(model, min_sizes=[TEST_SIZE], max_size=448, flip=False)
-    assert type(tta) is RCNNWithTTA
+    assert type(tta) is (MNCWithTTA if name == "mnc" else RCNNWithTTA)
     assert_same_instances(run(model, inputs), run(tta, inputs))
 
 
@@ -97,8 +101,8 @@ def test_identity_mmdetection2_merge_is_plain_inference():
     assert_same_instances(run(model, inputs), run(tta, inputs))
 
 
-@pytest.mark.parametrize("merge", ["detectron2", "mmdetection2"])
-@pytest.mark.parametrize("name", CASCADES)
+@pytest.mark.parametrize("name, merge", [*((n, m) for n in CASCADES for m in ("detectron2", "mmdetection2")),
+                                         ("mnc", "detectron2")])
 def test_flip_tta_commutes_with_mirroring(name, merge):
     """Flip-TTA of the mirrored image is the mirror image of the original's flip-TTA result."""
     model, inputs = random_model(name), photo()
@@ -112,7 +116,7 @@ def test_flip_tta_commutes_with_mirroring(name, merge):
     assert_same_instances(result, of_mirror)
 
 
-@pytest.mark.parametrize("name", [*CASCADES, "mask_rcnn"])
+@pytest.mark.parametrize("name", [*CASCADES, "mnc", "mask_rcnn"])
 def test_flip_and_two_scales_run(name):
     model, inputs = random_model(name), photo()
     plain = run(model, inputs)
@@ -127,14 +131,65 @@ def test_flip_and_two_scales_run(name):
     assert len(instances) != len(plain) or not torch.equal(instances.pred_boxes.tensor, plain.pred_boxes.tensor)
 
 
+def max_overlap(boxes, classes=None):
+    """The largest IoU between two different boxes (of the same class, when classes are given)."""
+    iou = pairwise_iou(Boxes(boxes), Boxes(boxes)).fill_diagonal_(0)
+    if classes is not None:
+        iou = iou * (classes[:, None] == classes[None])
+    return iou.max().item()
+
+
+def test_detectron2_merge_is_one_nms_with_the_models_settings():
+    """The union of the augmentations' detections goes through one per-class NMS at the last stage's test
+    threshold, keeping its top-k (settings read from the model, not from a yacs config)."""
+    model, inputs = random_model("cascade_semantic"), photo()
+    predictor = model.roi_heads.box_predictor[-1]
+    predictor.test_topk_per_image = 8
+    instances = run(with_tta(model, min_sizes=[128, TEST_SIZE], max_size=448, flip=True), inputs)
+    assert len(instances) == 8
+    assert max_overlap(instances.pred_boxes.tensor, instances.pred_classes) <= predictor.test_nms_thresh
+
+
+def test_mnc_merges_the_candidates_of_every_augmentation_in_one_vote(spy):
+    """MNC's merge: the candidates of both pairs (stages 3 and 5) of every augmentation, in the original
+    image, go through one NMS and mask voting."""
+    model, inputs = random_model("mnc"), photo()
+    tta = with_tta(model, min_sizes=[128, TEST_SIZE], max_size=448, flip=True)
+    proposals = spy(model.proposal_generator, "forward")
+    votes = spy(model.roi_heads, "_instances")
+    instances = run(tta, inputs)
+    [vote] = votes
+    image_size, class_boxes, probs, masks, mask_boxes = vote.args
+    assert image_size == (inputs["height"], inputs["width"])
+    pairs = model.roi_heads.test_num_stages // 2
+    assert len(proposals) == 4 and len(probs) == len(masks) == pairs * sum(len(p.out[0][0]) for p in proposals)
+    assert len(instances) == len(vote.out) > 0
+
+
+def test_mmdetection2_merge_nms_of_every_augmentations_proposals():
+    """mmdetection 2's merge_aug_proposals: the proposals of all augmentations, in the original image, go
+    through one class-agnostic NMS at the RPN's threshold; the best post_nms_topk are kept."""
+    model, inputs = random_model("scnet"), photo()
+    rpn = model.proposal_generator
+    rpn.post_nms_topk[False] = 50
+    tta = with_tta(model, min_sizes=[128, TEST_SIZE], max_size=448, flip=True, merge="mmdetection2")
+    augmented, tfms = tta._get_augmented_inputs(inputs)
+    with torch.no_grad():
+        proposals = [tta._features_and_proposals(x)[2] for x in augmented]
+    boxes, logits = tta._merge_proposals(proposals, tfms)
+    assert len(boxes) == 50 < sum(len(p) for p in proposals)
+    assert max_overlap(boxes) <= rpn.nms_thresh
+    assert torch.equal(logits, logits.sort(descending=True).values)
+    assert logits[0] == max(p.objectness_logits.max() for p in proposals)
+
+
 def test_mmdetection2_merge_averages_every_roi_over_the_augmentations(spy):
     """Each RoI's boxes and scores are the mean of the augmentations' (here the original and its flip),
     taken before the per-class NMS."""
     model, inputs = random_model("scnet"), photo()
     tta = with_tta(model, min_sizes=[TEST_SIZE], max_size=448, flip=True, merge="mmdetection2")
     candidates = spy(model.roi_heads, "forward_box_candidates")
-    nms_inputs = spy(__import__("cascades.modeling.test_time_augmentation", fromlist=["x"]),
-                     "fast_rcnn_inference")
+    nms_inputs = spy(test_time_augmentation, "fast_rcnn_inference")
     run(tta, inputs)
     (plain_boxes, plain_scores), = candidates[0].out
     (flip_boxes, flip_scores), = candidates[1].out

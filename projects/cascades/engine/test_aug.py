@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from cascades.modeling.test_time_augmentation import check_tta_settings, with_tta
 
-__all__ = ["DEFAULTS", "SCNET_RELEASE_SCALES", "add_test_aug", "resolve_test_aug", "scaled_test_aug",
+__all__ = ["DEFAULTS", "SCNET_RELEASE_SCALES", "add_test_aug", "config_test_size", "resolve_test_aug", "scaled_test_aug",
            "tta_model"]
 
 # The released SCNet TTA (thangvubk/SCNet configs/scnet/scnet_r50_fpn_1x_coco.py): short sides 600 to 1400
@@ -31,7 +31,7 @@ def scaled_test_aug(short_edge: int, max_size: int, scales=SCNET_RELEASE_SCALES,
     return {**DEFAULTS, **sizes, **settings}
 
 
-def _test_resize(cfg):
+def config_test_size(cfg):
     """(short edge, max size) of the ResizeShortestEdge of ``dataloader.test``'s mapper."""
     for aug in OmegaConf.select(cfg, "dataloader.test.mapper.augmentations", default=None) or []:
         if "ResizeShortestEdge" in str(aug.get("_target_", "")):
@@ -49,7 +49,7 @@ def resolve_test_aug(cfg) -> dict:
     unknown = sorted(given.keys() - set(KEYS))
     if unknown:
         raise ValueError(f"test.aug has unknown keys {unknown}; its keys are {', '.join(KEYS)}")
-    defaults = scaled_test_aug(*_test_resize(cfg)) if {"min_sizes", "max_size"} - given.keys() else DEFAULTS
+    defaults = scaled_test_aug(*config_test_size(cfg)) if {"min_sizes", "max_size"} - given.keys() else DEFAULTS
     settings = {**defaults, **given}
     if not isinstance(settings["enabled"], bool):
         raise ValueError(f"test.aug.enabled must be True or False; got {settings['enabled']!r}")

@@ -16,6 +16,7 @@ Two ways to merge the augmentations (``merge``):
   as above.
 """
 from typing import Sequence
+from unittest import mock
 
 import numpy as np
 import torch
@@ -226,11 +227,8 @@ class MNCWithTTA(RCNNWithTTA):
         heads = self.model.roi_heads
         captured = []
         # The heads' own test path, stopped before its NMS and voting (MNCROIHeads._instances).
-        heads._instances = lambda image_size, *candidates: captured.append(candidates)
-        try:
+        with mock.patch.object(heads, "_instances", lambda image_size, *candidates: captured.append(candidates)):
             heads._forward_test(features, [proposals])
-        finally:
-            del heads._instances
         [(class_boxes, probs, masks, mask_boxes)] = captured
         inverse = tfm.inverse()
         if _flipped(tfm):
