@@ -1,4 +1,5 @@
-# Cascade Mask R-CNN with HTC's semantic branch: the SCNet paper's baseline (Table 2, first row).
+# Cascade Mask R-CNN with HTC's semantic branch: the SCNet paper's Cascade Mask R-CNN (Table 1; its Table 2
+# baseline takes SCNet's residual semantic branch: scnet_ablation_baseline_R_50_FPN_20e.py).
 # Three 4-conv mask heads, head t trained on box stage t's samples, mask ensemble at test time,
 # box heads and test settings of the released SCNet/HTC configs.
 from detectron2.config import LazyCall as L
