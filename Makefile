@@ -54,25 +54,13 @@ mutation: setup
 clean:
 	rm -rf build projects/cascades/*.so $(PKG_STAMP)
 
-# The README's first command: generates the default shapes dataset, trains a small Cascade Mask R-CNN
-# on it on the CPU (about 7 minutes), evaluates it and draws its predictions on the validation images.
-# One OpenMP thread: the data-loading worker takes the other core, and oversubscribed threads slow
-# training by an order of magnitude when other jobs share the machine.
-DEMO_CONFIG := configs/DefaultShapes/cascade_mask_rcnn_R_18_FPN_demo.py
-DEMO_OUT := output/demo
+# The README's first command: generates the default shapes dataset, trains SCNet (MODEL=mnc, htc or cascade
+# for the others, configs/DefaultShapes/) on it on the CPU, evaluates it, draws its predictions and a contact
+# sheet, and prints mask / box AP, the time taken and where everything is (tools/run_demo.py).
+MODEL ?= scnet
 .PHONY: demo
 demo: setup
-	$(BIN)/python -m cascades.data.default_shapes
-	OMP_NUM_THREADS=1 $(BIN)/python train_net.py --config-file $(DEMO_CONFIG) train.output_dir=$(DEMO_OUT)
-	OMP_NUM_THREADS=1 $(BIN)/python tools/demo.py --config-file $(DEMO_CONFIG) \
-		--input $$($(BIN)/python -m cascades.data.default_shapes --images-of cascades_shapes_val) \
-		--output $(DEMO_OUT)/visualizations --confidence-threshold 0.3 \
-		train.init_checkpoint=$(DEMO_OUT)/model_final.pth
-	@$(BIN)/python -c "import json; r = json.load(open('$(DEMO_OUT)/eval_results.json')); \
-		print('mask AP %.1f (AP50 %.1f), box AP %.1f (AP50 %.1f) on cascades_shapes_val' % \
-		(r['segm']['AP'], r['segm']['AP50'], r['bbox']['AP'], r['bbox']['AP50']))"
-	@echo "Results: $(DEMO_OUT)/ (log.txt, metrics.json, TensorBoard events, model_final.pth), \
-	evaluation: $(DEMO_OUT)/eval_results.json, drawn predictions: $(DEMO_OUT)/visualizations/"
+	$(BIN)/python tools/run_demo.py $(MODEL)
 
 # mmdetection's own code, for the parity tests and the side-by-side benchmark only (never a dependency
 # of the package; docs/MMDET.md). mmcv 2.2.0 is published as source only: its setup.py imports

@@ -142,3 +142,58 @@ def test_predictor_from_python(weights, images):
         predictor(image[:, :, 0])
     with pytest.raises(ValueError, match="expects a non-empty image; got one of 0 x 0 pixels"):
         predictor(image[:0, :0])
+
+
+def run_demo(*args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "run_demo.py"), *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=1800)
+
+
+def test_make_demo_refuses_an_unknown_model_in_one_line(tmp_path):
+    result = run_demo("maskrcnn", "--output", str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert result.stderr == "run_demo.py: error: unknown MODEL 'maskrcnn'; choose one of: scnet, mnc, htc, cascade\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_models_have_their_configs():
+    spec = importlib.util.spec_from_file_location("run_demo_tool", os.path.join(ROOT, "tools", "run_demo.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert sorted(tool.MODELS) == ["cascade", "htc", "mnc", "scnet"]
+    for model in tool.MODELS:
+        cfg = load_config(tool.parse_args([model]).config)
+        assert cfg.dataloader.train.dataset.names == "cascades_shapes_train"
+        assert cfg.dataloader.test.dataset.names == "cascades_shapes_val"
+        assert (cfg.train.max_iter, cfg.train.seed) == (600, 1), model
+
+
+def test_run_report_of_a_model(tmp_path, weights):
+    from cascades.engine.run_report import CAPTION, CONTACT_SHEET, GAP, TILE, write_run_report
+
+    cfg = load_config(DEMO, [f"train.output_dir={tmp_path}", "train.device=cpu"])
+    # No metrics.json: only the contact sheet, of 3 pairs in 2 rows of 2.
+    assert write_run_report(cfg, num_images=3, score_threshold=0.0, weights=weights) == [str(tmp_path / CONTACT_SHEET)]
+    sheet = cv2.imread(str(tmp_path / CONTACT_SHEET))
+    assert sheet.shape == (2 * (TILE + CAPTION) + GAP, 2 * 2 * TILE + GAP, 3)
+    assert cfg.train.init_checkpoint == "", "the caller's config is left as it was"
+
+
+@pytest.mark.slow
+def test_make_demo_runs_to_the_end_and_a_rerun_reports_only_its_own_results(tmp_path):
+    """A short demo (2 iterations of the MNC demo at the smoke test's size), then the same again: the
+    second finds training finished, evaluates again and draws again; nothing of the first is reused."""
+    out = tmp_path / "out"
+    short = ["train.max_iter=2", "model.roi_heads.batch_size_per_image=16"]
+    first = run_demo("mnc", "--output", str(out), *short)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "| MNC (5 stages, RoI warping) |" in first.stdout and "contact sheet" in first.stdout
+    for name in ("eval_results.json", "contact_sheet.png", "training_curves.png", "model_final.pth"):
+        assert (out / name).is_file(), name
+    assert len(os.listdir(out / "visualizations")) == 50
+    stamp = os.stat(out / "eval_results.json").st_mtime_ns
+    second = run_demo("mnc", "--output", str(out), *short)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "=== Evaluating" in second.stdout
+    assert os.stat(out / "eval_results.json").st_mtime_ns != stamp
+    assert (out / "contact_sheet.png").is_file() and len(os.listdir(out / "visualizations")) == 50

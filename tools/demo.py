@@ -2,8 +2,8 @@
 """
 Draws a trained model's instances on images or a video with detectron2's Visualizer.
 
-  tools/demo.py --config-file configs/DefaultShapes/cascade_mask_rcnn_R_18_FPN_demo.py \
-      --input a.jpg images/ --output out/ train.init_checkpoint=output/demo/model_final.pth
+  tools/demo.py --config-file configs/DefaultShapes/scnet_R_18_FPN_demo.py \
+      --input a.jpg images/ --output out/ train.init_checkpoint=output/demo/scnet/model_final.pth
   tools/demo.py --config-file ... --video-input v.mp4 --output out/ train.init_checkpoint=...
 
 Each instance gets its own colour. A drawn image keeps its input's file name (with ".png" added when
@@ -20,16 +20,17 @@ import os
 import sys
 
 import cv2
-import tqdm
 
 from cascades.engine.atomic import AtomicFile
 from cascades.engine.config import exit_on_bad_input, load_config
 from cascades.engine.predictor import Predictor
+from cascades.engine.progress import progress_over
+from cascades.engine.run_report import draw_predictions
 from detectron2.data import MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.video_visualizer import VideoVisualizer
-from detectron2.utils.visualizer import ColorMode, Visualizer
+from detectron2.utils.visualizer import ColorMode
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -114,9 +115,7 @@ class Demo:
         return instances[instances.scores >= self.confidence_threshold]
 
     def draw_image(self, image):
-        # ColorMode.IMAGE gives each instance its own colour.
-        visualizer = Visualizer(image[:, :, ::-1], self.metadata, instance_mode=ColorMode.IMAGE)
-        return visualizer.draw_instance_predictions(self.instances(image)).get_image()[:, :, ::-1]
+        return draw_predictions(image, self.instances(image), self.metadata)
 
     def draw_video(self, capture):
         # The video visualizer keeps an instance's colour from frame to frame.
@@ -140,7 +139,7 @@ def write_image(path, image):
 def run_images(demo, paths, output):
     logger = logging.getLogger("detectron2")
     failed = []
-    for path, name in tqdm.tqdm(list(zip(paths, output_names(paths))), desc="demo", disable=len(paths) < 2):
+    for path, name in progress_over(list(zip(paths, output_names(paths))), "drawing", unit="images"):
         try:
             image = read_image(path, format="BGR")
         except Exception as e:  # PIL raises several types for unreadable or truncated files
@@ -162,7 +161,7 @@ def run_video(demo, path, output):
     partial = os.path.join(output, f".{name}.partial.mp4")
     frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     writer = None
-    for frame in tqdm.tqdm(demo.draw_video(capture), total=frames, desc="video"):
+    for frame in progress_over(demo.draw_video(capture), "video", total=frames, unit="frames"):
         if writer is None:  # sized by the frames themselves, which the container's header may misstate
             writer = cv2.VideoWriter(partial, cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.shape[1::-1])
         writer.write(frame)
