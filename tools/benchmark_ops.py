@@ -24,6 +24,7 @@ import torchvision
 
 from benchmark_timing import median_seconds
 from cascades.layers import roi_warp
+from cascades.engine.progress import Progress
 from cascades.layers.roi_warp_reference import roi_warp_reference
 
 # (name, number of RoIs, warp size, max-pool size); features 2 x 256 x 200 x 272 at stride 4.
@@ -152,6 +153,8 @@ def main():
     print(f"device: {device_name(args.device)}; torch {torch.__version__}, torchvision {torchvision.__version__}; "
           f"features {FEATURES}, spatial_scale {SCALE}; median of {repeats}")
     results = []
+    # Per shape: 3 implementations x (forward, forward + backward), and the peak memory of 2 of them.
+    progress = Progress("measuring", total=len(SHAPES) * (6 if args.no_memory else 8), unit="measurements")
     for index, (name, num_rois, size, pool) in enumerate(SHAPES):
         x, rois = make_inputs(num_rois, args.device)
         row = {"shape": name}
@@ -161,12 +164,15 @@ def main():
                 row[f"{impl}_{key}_ms"] = 1e3 * median_seconds(call, args.device, repeats, warmup=2)
                 if args.device == "cuda" and impl != "reference":
                     row[f"{impl}_{key}_gpu_ms"] = cuda_kernel_ms(call, "", repeats)
+                progress.update()
             if not args.no_memory and impl != "torchvision":
                 row[f"{impl}_peak_mb"] = peak_memory(impl, index, args.device) / 2**20
+                progress.update()
         out_elems = num_rois * FEATURES[1] * (size // pool) ** 2 * pool * pool
         # Bytes the forward requests: four neighbours read and one value written per warp sample.
         row["fwd_bytes"] = 5 * out_elems * x.element_size()
         results.append(row)
+    progress.close()
     bandwidth = copy_bandwidth(args.device, repeats) if args.device == "cuda" else None
 
     print("\n| shape | fwd ours / tv | fwd+bwd ours (box grads) / tv (none) | fwd+bwd ref / ours | peak mem ref / ours |"

@@ -9,12 +9,24 @@ Without --output it only checks, and prints what the checkpoint holds. ``train.i
 or URL>`` does the same conversion on the fly (cached); this command is for a file to ship or inspect.
 """
 import argparse
+import contextlib
 import os
 import shutil
 import sys
+import time
 
 from cascades.checkpoint import CONVERSION_KEY, MMDetConversionError, check_fits, converted_checkpoint
+from cascades.engine.progress import format_duration
 from detectron2.config import LazyConfig, instantiate
+
+
+@contextlib.contextmanager
+def _step(description):
+    """Says on stderr what the user waits for, and when it is done how long it took."""
+    print(f"{description} ...", file=sys.stderr, flush=True)
+    start = time.monotonic()
+    yield
+    print(f"  done in {format_duration(time.monotonic() - start)}", file=sys.stderr, flush=True)
 
 
 def main(argv=None):
@@ -26,19 +38,22 @@ def main(argv=None):
     import torch
 
     try:
-        path = converted_checkpoint(args.source)
-        checkpoint = torch.load(path, weights_only=True)
-        model = instantiate(LazyConfig.load(args.config_file).model)
-        check_fits(checkpoint["model"], model.state_dict())
+        with _step(f"converting {args.source} (downloaded and converted once, then cached)"):
+            path = converted_checkpoint(args.source)
+            checkpoint = torch.load(path, weights_only=True)
+        with _step(f"checking it against {os.path.basename(args.config_file)}'s model"):
+            model = instantiate(LazyConfig.load(args.config_file).model)
+            check_fits(checkpoint["model"], model.state_dict())
     except MMDetConversionError as e:
         sys.exit(f"error: {e}")
     info = checkpoint[CONVERSION_KEY]
     print(f"{args.source}: mmdetection {info['architecture']} {info['backbone']}-FPN, {info['num_classes']} "
           f"classes, {len(checkpoint['model'])} tensors, all of {os.path.basename(args.config_file)}'s model")
     if args.output:
-        partial = f"{args.output}.partial-{os.getpid()}"
-        shutil.copyfile(path, partial)
-        os.replace(partial, args.output)
+        with _step(f"writing {args.output}"):
+            partial = f"{args.output}.partial-{os.getpid()}"
+            shutil.copyfile(path, partial)
+            os.replace(partial, args.output)
         print(f"written: {args.output}")
 
 

@@ -42,15 +42,20 @@ RESULTS = ("eval_results.json", "contact_sheet.png", "training_curves.png", "vis
 
 def argument_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", nargs="?", default="scnet", help=f"one of {', '.join(MODELS)} (default: scnet)")
+    parser.add_argument("words", nargs="*", metavar="MODEL | key=value",
+                        help=f"the model, one of {', '.join(MODELS)} (default: scnet), and config overrides "
+                             "for train_net.py, e.g. train.max_iter=300")
     parser.add_argument("--output", help="output folder (default: output/demo/<model>)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
-                        help="config overrides key=value for train_net.py, e.g. train.max_iter=300")
     return parser
 
 
 def parse_args(argv=None):
-    args = argument_parser().parse_args(argv)
+    args = argument_parser().parse_intermixed_args(argv)  # options before, between or after the words
+    models = [w for w in args.words if "=" not in w]
+    args.opts = [w for w in args.words if "=" in w]
+    if len(models) > 1:
+        raise SystemExit(f"run_demo.py: error: one MODEL at a time; got {', '.join(models)}")
+    args.model = models[0] if models else "scnet"
     if args.model not in MODELS:
         raise SystemExit(f"run_demo.py: error: unknown MODEL {args.model!r}; choose one of: {', '.join(MODELS)}")
     args.config = os.path.join(ROOT, "configs", "DefaultShapes", MODELS[args.model])
