@@ -133,5 +133,5 @@ def test_bad_parts(family, parts, match):
 def test_backbone_must_be_a_resnet():
     model = nn.Module()
     model.backbone = nn.Sequential(nn.Conv2d(3, 3, 3))
-    with pytest.raises(ValueError, match="stages of a ResNet .* this model's is a Sequential"):
+    with pytest.raises(ValueError, match="blocks of a ResNet .* this model's is a Sequential"):
         apply_activation_checkpointing(model, ["backbone"])

@@ -1,6 +1,7 @@
 """Mixed-precision training on the CPU: detectron2's AMPTrainer runs float16 autocast with a GradScaler
 and asserts CUDA; this trainer is its CPU counterpart, with bfloat16 autocast."""
 
+import logging
 import time
 
 import torch
@@ -8,6 +9,8 @@ import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
 
 __all__ = ["CPUAMPTrainer", "amp_trainer_class"]
+
+logger = logging.getLogger("detectron2")
 
 
 class CPUAMPTrainer(SimpleTrainer):
@@ -19,6 +22,7 @@ class CPUAMPTrainer(SimpleTrainer):
     def __init__(self, model, data_loader, optimizer, *, precision: torch.dtype = torch.bfloat16, **kwargs):
         super().__init__(model, data_loader, optimizer, **kwargs)
         self.precision = precision
+        logger.info(f"Mixed precision on the CPU: the forward pass under {precision} autocast")
 
     def run_step(self):
         # SimpleTrainer.run_step, the forward under autocast.

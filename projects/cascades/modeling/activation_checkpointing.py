@@ -6,11 +6,13 @@ Checkpointing is applied to the built model in place, as detectron2's ViT applie
 to its blocks when ``use_act_checkpoint`` is set; parameter names, state dicts and ``isinstance`` stay as
 they are (each part's class is swapped for a subclass that checkpoints the methods holding its layers).
 
-Parts (each name checkpoints every module it names, one segment per module):
+Parts, and the segments each one checkpoints (a segment's activations are recomputed together, so
+that the backward pass holds one segment's at a time):
 
-- ``backbone``: the ResNet bottom-up's stem and each of its stages (res2 ... res5);
+- ``backbone``: the ResNet bottom-up's stem and each of its residual blocks;
 - ``box_head``: every box head (one per cascade stage);
-- ``mask_head``: every mask head (SCNet's 12-conv head, HTC's per-stage heads, MNC's);
+- ``mask_head``: each residual pair of SCNet's 12-conv mask head; every other mask head (HTC's per
+  stage, Cascade's, MNC's) whole;
 - ``semantic_head``: the semantic segmentation branch of SCNet, HTC and Cascade + semantic.
 
 Only the layers are checkpointed, never a loss: a recomputation must not log metrics again. BatchNorm
@@ -32,35 +34,38 @@ from detectron2.modeling.backbone import ResNet
 from detectron2.modeling.roi_heads.mask_head import BaseMaskRCNNHead
 
 from .htc_mask_head import HTCMaskHead
+from .scnet_mask_head import SCNetMaskHead
 
 __all__ = ["PARTS", "apply_activation_checkpointing", "check_parts", "configured_parts"]
 
 CONFIG_KEY = "train.activation_checkpointing"
 
 
-def _roi_heads_part(name: str) -> Callable[[nn.Module], List[nn.Module]]:
-    def modules(model):
-        heads = getattr(getattr(model, "roi_heads", None), name, None)
-        if heads is None:
-            raise ValueError(f"{CONFIG_KEY}: {type(model).__name__} has no roi_heads.{name} to checkpoint")
-        return list(heads) if isinstance(heads, nn.ModuleList) else [heads]
-
-    return modules
+def _roi_heads(model, name: str) -> List[nn.Module]:
+    heads = getattr(getattr(model, "roi_heads", None), name, None)
+    if heads is None:
+        raise ValueError(f"{CONFIG_KEY}: {type(model).__name__} has no roi_heads.{name} to checkpoint")
+    return list(heads) if isinstance(heads, nn.ModuleList) else [heads]
 
 
-def _backbone_stages(model) -> List[nn.Module]:
+def _backbone_blocks(model) -> List[nn.Module]:
     bottom_up = getattr(model.backbone, "bottom_up", model.backbone)
     if not isinstance(bottom_up, ResNet):
-        raise ValueError(f"{CONFIG_KEY}: 'backbone' checkpoints the stages of a ResNet (bottom-up) backbone; "
+        raise ValueError(f"{CONFIG_KEY}: 'backbone' checkpoints the blocks of a ResNet (bottom-up) backbone; "
                          f"this model's is a {type(bottom_up).__name__}")
-    return [bottom_up.stem, *bottom_up.stages]
+    return [bottom_up.stem, *(block for stage in bottom_up.stages for block in stage)]
+
+
+def _mask_head_segments(model) -> List[nn.Module]:
+    return [segment for head in _roi_heads(model, "mask_head")
+            for segment in (list(head.convs) if isinstance(head, SCNetMaskHead) else [head])]
 
 
 PARTS: Dict[str, Callable[[nn.Module], List[nn.Module]]] = {
-    "backbone": _backbone_stages,
-    "box_head": _roi_heads_part("box_head"),
-    "mask_head": _roi_heads_part("mask_head"),
-    "semantic_head": _roi_heads_part("semantic_head"),
+    "backbone": _backbone_blocks,
+    "box_head": lambda model: _roi_heads(model, "box_head"),
+    "mask_head": _mask_head_segments,
+    "semantic_head": lambda model: _roi_heads(model, "semantic_head"),
 }
 
 
