@@ -98,7 +98,7 @@ def summary(args, results, wall, user, system):
     table = tabulate([[DESCRIPTIONS[args.model], f"{segm['AP']:.1f}", f"{segm['AP50']:.1f}", f"{bbox['AP']:.1f}",
                        f"{bbox['AP50']:.1f}", format_duration(wall), format_duration(user + system)]],
                      headers=["model", "mask AP", "mask AP50", "box AP", "box AP50", "wall time", "CPU time"],
-                     tablefmt="github")
+                     tablefmt="github", disable_numparse=True)
     out = args.output
     where = [
         ("config", os.path.relpath(args.config)),
