@@ -181,6 +181,10 @@ def test_mmdetection2_merge_nms_of_every_augmentations_proposals():
     assert max_overlap(boxes) <= rpn.nms_thresh
     assert torch.equal(logits, logits.sort(descending=True).values)
     assert logits[0] == max(p.objectness_logits.max() for p in proposals)
+    # An augmentation's proposals given twice: the copies are suppressed.
+    once = tta._merge_proposals(proposals[:1], [T.NoOpTransform()])
+    twice = tta._merge_proposals(proposals[:1] * 2, [T.NoOpTransform()] * 2)
+    assert all(torch.equal(a, b) for a, b in zip(once, twice))
 
 
 def test_mmdetection2_merge_averages_every_roi_over_the_augmentations(spy):
