@@ -55,6 +55,8 @@ def parse_args(argv=None):
     args.opts = [w for w in args.words if "=" in w]
     if len(models) > 1:
         raise SystemExit(f"run_demo.py: error: one MODEL at a time; got {', '.join(models)}")
+    if any(o.split("=", 1)[0] == "train.output_dir" for o in args.opts):
+        raise SystemExit("run_demo.py: error: give the output folder as --output DIR, not train.output_dir=")
     args.model = models[0] if models else "scnet"
     if args.model not in MODELS:
         raise SystemExit(f"run_demo.py: error: unknown MODEL {args.model!r}; choose one of: {', '.join(MODELS)}")
