@@ -4,6 +4,7 @@ here they are filled with random values, without mmdetection."""
 import hashlib
 import json
 import os
+import sys
 
 import torch
 
@@ -12,15 +13,27 @@ from detectron2.config import LazyConfig, instantiate
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KEYS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mmdet_keys")
 CONFIGS = os.path.join(ROOT, "configs", "COCO-InstanceSegmentation", "mmdet")
+sys.path.insert(0, os.path.join(ROOT, "tests", "parity"))
+from mmdet_seeded import GOLDEN_CLASS_LOGIT_STD, random_weights  # noqa: E402
+
+
+def _shapes(name):
+    with open(os.path.join(KEYS, f"{name}.json")) as f:
+        return json.load(f)
 
 
 def mmdet_state_dict(name, seed=0):
-    """mmdetection's tensors for the model ``name``, with random values."""
-    with open(os.path.join(KEYS, f"{name}.json")) as f:
-        shapes = json.load(f)
+    """mmdetection's tensors for the model ``name``, with random values (standard normal: for what
+    the tensors are, not for what the model computes)."""
     gen = torch.Generator().manual_seed(seed)
     return {k: (torch.randint(0, 100, shape, generator=gen) if k.endswith("num_batches_tracked")
-                else torch.randn(shape, generator=gen)) for k, shape in shapes.items()}
+                else torch.randn(shape, generator=gen)) for k, shape in _shapes(name).items()}
+
+
+def seeded_mmdet_state_dict(name):
+    """mmdetection's tensors for the model ``name`` with the seeded weights of tests/parity/mmdet_seeded.py
+    (features of order 1 through every layer), as the golden files of mmdet_golden/ were computed with."""
+    return random_weights(_shapes(name), class_logit_std=GOLDEN_CLASS_LOGIT_STD)
 
 
 def our_model(config):

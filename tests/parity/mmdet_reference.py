@@ -8,7 +8,6 @@ image, saves what every stage computes (<out>/<image name>.pth): the resized inp
 proposals, each box stage's logits and boxes, the semantic and global-context logits, the final
 detections and the mask logits of each mask head on the final boxes, all from mmdetection's own code.
 """
-import math
 import os
 import sys
 
@@ -21,70 +20,15 @@ from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox2roi
 from mmdet.utils import register_all_modules
 
-SEED = 0
-# Logit scales: top classes and mask pixels well apart from each other and from the thresholds.
-CLASS_LOGIT_STD = 6.0
-MASK_LOGIT_STD = 8.0
-OBJECTNESS_LOGIT_STD = 4.0
-DELTA_STD = 0.5  # box deltas before the coder's stds: boxes move, stay on the image
-
-
-def _fan_in(tensor):
-    return tensor[0].numel()
+from mmdet_seeded import CLASS_LOGIT_STD, MASK_LOGIT_STD, SEED, random_weights
 
 
 def randomize(model, seed=SEED):
-    """Seeded random weights that make every layer matter: He-normal convs and fcs, non-zero biases,
-    random BatchNorm affine parameters and statistics (the last BN of each residual block scaled down
-    so that 101 layers keep features of order 1), and output layers scaled for clear decisions
-    (the box classifiers and mask predictors are then calibrated, see ``calibrate``)."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def normal(t, std, mean=0.0):
-        return torch.randn(t.shape, generator=gen) * std + mean
-
-    def uniform(t, low, high):
-        return torch.rand(t.shape, generator=gen) * (high - low) + low
-
-    state = model.state_dict()
-    out = {}
-    for name, t in state.items():
-        if not t.is_floating_point():
-            out[name] = t
-            continue
-        leaf = name.rsplit(".", 1)[-1]
-        module = name.rsplit(".", 1)[0]
-        is_bn = ".bn" in name or "downsample.1" in name or module.endswith("backbone.bn1")
-        if is_bn:
-            last_in_block = ".bn3" in name or "downsample.1" in name
-            if leaf == "weight":
-                out[name] = uniform(t, 0.1, 0.3) if last_in_block else uniform(t, 0.5, 1.5)
-            elif leaf == "bias":
-                out[name] = normal(t, 0.1)
-            elif leaf == "running_mean":
-                out[name] = normal(t, 0.2)
-            else:  # running_var
-                out[name] = uniform(t, 0.5, 2.0)
-        elif leaf == "weight":
-            if "fc_cls" in module or "glbctx_head.fc" in module or "semantic_head.conv_logits" in module:
-                std = CLASS_LOGIT_STD / math.sqrt(_fan_in(t))
-            elif "mask_head" in module and "conv_logits" in module:
-                std = MASK_LOGIT_STD / math.sqrt(_fan_in(t))
-            elif "rpn_cls" in module:
-                std = OBJECTNESS_LOGIT_STD / math.sqrt(_fan_in(t))
-            elif "fc_reg" in module or "rpn_reg" in module:
-                std = DELTA_STD / math.sqrt(_fan_in(t))
-            else:
-                std = math.sqrt(2.0 / _fan_in(t))
-            out[name] = normal(t, std)
-            if std != math.sqrt(2.0 / _fan_in(t)) and "reg" not in module:
-                # A classifier on ReLU features (all >= 0) with random weights favours one class
-                # everywhere; weights summing to zero per class make the input decide.
-                out[name] -= out[name].flatten(1).mean(1).view(-1, *[1] * (t.dim() - 1))
-        else:  # biases
-            out[name] = normal(t, 0.1)
-    model.load_state_dict(out)
-    return out
+    """Seeded random weights that make every layer matter (mmdet_seeded.random_weights); the box
+    classifiers and mask predictors are then calibrated, see ``calibrate``."""
+    weights = random_weights({k: list(v.shape) for k, v in model.state_dict().items()}, seed)
+    model.load_state_dict(weights)
+    return weights
 
 
 def _output_layers(model):
@@ -116,13 +60,18 @@ def calibrate(model, pipeline, image_path):
         layer.bias.copy_(-(layer.weight.flatten(1) @ mean))
 
 
-def build(config_name):
+def build(config_name, scale=None):
+    """mmdetection's model (eval mode, no pretrained backbone) and test pipeline, whose Resize targets
+    ``scale`` (width, height) instead of the config's when given."""
     register_all_modules(init_default_scope=True)
     path = os.path.join(os.path.dirname(mmdet.__file__), ".mim", "configs", config_name)
     cfg = Config.fromfile(path)
     cfg.model.backbone.init_cfg = None
     model = MODELS.build(cfg.model).eval()
     pipeline = [t for t in cfg.test_dataloader.dataset.pipeline if t["type"] != "LoadAnnotations"]
+    for t in pipeline:
+        if t["type"] == "Resize" and scale is not None:
+            t["scale"] = scale
     return model, Compose(pipeline)
 
 

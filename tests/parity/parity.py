@@ -62,7 +62,9 @@ def our_model(model, checkpoint):
 
 
 def _rel(a, b):
-    """Largest difference relative to the reference's largest magnitude."""
+    """Largest difference relative to the reference's largest magnitude. A reference cut to its first
+    channels, RoIs or detections (the golden files) is compared with the same part of ``a``."""
+    a = a[tuple(slice(0, n) for n in b.shape)]
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12)) if b.numel() else 0.0
 
 
@@ -75,10 +77,6 @@ def _match_boxes(ours, theirs, tol):
     if len(theirs) == 0 or len(ours) == 0:
         return 0
     return int(((ours[None] - theirs[:, None]).abs().amax(-1) < tol).any(1).sum())
-
-
-def _stage_inputs(ref, t):
-    return [Boxes(ref["stages"][t]["rois"])]
 
 
 @torch.no_grad()
@@ -100,7 +98,7 @@ def compare_stages(ours, ref):
         out["global-context logits"] = _rel(rh.global_context_head(features)[0], ref["glbctx_logits"])
     box_in = [features[f] for f in rh.box_in_features]
     for t, stage in enumerate(ref["stages"]):
-        boxes = _stage_inputs(ref, t)
+        boxes = [Boxes(stage["rois"])]
         logits, deltas = rh.box_predictor[t](rh._box_head_features(box_in, boxes, t, context))
         out[f"stage {t} logits"] = _rel(logits, stage["cls_logits"])
         decoded = rh.box_predictor[t].box2box_transform.apply_deltas(deltas, boxes[0].tensor)
@@ -127,8 +125,11 @@ def _mask_logits(ours, features, boxes, context):
 
 
 def _reference_masks(ref, ensemble):
-    """mmdetection's full-size masks; for HTC, the average of its three heads as mmdetection 2 computed
-    it for the published AP (mmdetection 3.3.0's test path keeps only the last head, docs/MMDET.md)."""
+    """mmdetection's full-size masks (None when the reference has none); for HTC, the average of its
+    three heads as mmdetection 2 computed it for the published AP (mmdetection 3.3.0's test path keeps
+    only the last head, docs/MMDET.md)."""
+    if "final_masks" not in ref:
+        return None
     if not ensemble:
         return ref["final_masks"]
     labels = ref["final_labels"]
@@ -136,7 +137,8 @@ def _reference_masks(ref, ensemble):
     return paste_masks_in_image(probs, Boxes(ref["final_boxes"]), ref["ori_shape"], threshold=0.5)
 
 
-def _detect(ours, ref, own_proposals):
+@torch.no_grad()
+def detect(ours, ref, own_proposals=True):
     """Our detections on the original image, from our RPN's proposals or from mmdetection's."""
     h, w = ref["ori_shape"]
     inputs = [{"image": ref["image_bgr"].flip(0).float(), "height": h, "width": w}]
@@ -149,10 +151,9 @@ def _detect(ours, ref, own_proposals):
     return GeneralizedRCNN._postprocess(results, inputs, images.image_sizes)[0]["instances"]
 
 
-@torch.no_grad()
-def compare_final(ours, ref, score_thresh, ensemble, own_proposals=True):
-    """Final detections on the original image: matched by class and box, scores and mask IoU."""
-    instances = _detect(ours, ref, own_proposals)
+def compare_final(instances, ref, score_thresh, ensemble):
+    """Our final detections ``instances`` against mmdetection's: matched by class and box, scores and
+    mask IoU (when the reference has masks)."""
     theirs_masks = _reference_masks(ref, ensemble)
     t_boxes, t_scores, t_labels = ref["final_boxes"], ref["final_scores"], ref["final_labels"]
     o_boxes, o_scores, o_labels = instances.pred_boxes.tensor, instances.scores, instances.pred_classes
@@ -160,10 +161,14 @@ def compare_final(ours, ref, score_thresh, ensemble, own_proposals=True):
     # the last kept score (the 100-per-image cut).
     cut = float(t_scores.min()) if len(t_scores) == 100 else score_thresh
     noisy = lambda s: (s - score_thresh).abs() < SCORE_NOISE or (s - cut).abs() < SCORE_NOISE  # noqa: E731
+    # mmdetection keeps boxes that clipping left empty; detectron2's detector_postprocess drops them.
+    empty = ((t_boxes[:, 2] <= t_boxes[:, 0]) | (t_boxes[:, 3] <= t_boxes[:, 1])).tolist()
     iou = pairwise_iou(Boxes(t_boxes), Boxes(o_boxes)) if len(o_boxes) else torch.zeros(len(t_boxes), 0)
     matched, unmatched, left_out, score_diff, box_diff, mask_ious = 0, 0, 0, 0.0, 0.0, []
     used = set()
     for i in range(len(t_boxes)):
+        if empty[i]:
+            continue
         candidates = [j for j in (iou[i] > 0.99).nonzero()[:, 0].tolist()
                       if o_labels[j] == t_labels[i] and j not in used]
         if not candidates:
@@ -177,12 +182,14 @@ def compare_final(ours, ref, score_thresh, ensemble, own_proposals=True):
         matched += 1
         score_diff = max(score_diff, float((o_scores[j] - t_scores[i]).abs()))
         box_diff = max(box_diff, float((o_boxes[j] - t_boxes[i]).abs().max()))
-        a, b = instances.pred_masks[j].bool(), theirs_masks[i].bool()
-        union = (a | b).sum()
-        mask_ious.append(float((a & b).sum() / union) if union else 1.0)
+        if theirs_masks is not None:
+            a, b = instances.pred_masks[j].bool(), theirs_masks[i].bool()
+            union = (a | b).sum()
+            mask_ious.append(float((a & b).sum() / union) if union else 1.0)
     extra = sum(1 for j in range(len(o_boxes)) if j not in used and not noisy(o_scores[j]))
     return {
         "detections (mmdet)": len(t_boxes), "matched": matched, "unmatched": unmatched + extra,
+        "empty boxes (mmdet keeps them; detectron2 drops them)": sum(empty),
         "left out (score within noise of a threshold)": left_out + sum(
             1 for j in range(len(o_boxes)) if j not in used and noisy(o_scores[j])),
         "score": score_diff, "box (px)": box_diff,
@@ -195,9 +202,14 @@ def compare(model, ref, checkpoint):
     ours = our_model(model, checkpoint)
     score_thresh = ours.roi_heads.box_predictor[-1].test_score_thresh
     ensemble = model.startswith("htc")
-    given = compare_final(ours, ref, score_thresh, ensemble, own_proposals=False)
-    return {**compare_stages(ours, ref), **compare_final(ours, ref, score_thresh, ensemble),
+    given = compare_final(detect(ours, ref, own_proposals=False), ref, score_thresh, ensemble)
+    return {**compare_stages(ours, ref), **compare_final(detect(ours, ref), ref, score_thresh, ensemble),
             **{f"{k}, on mmdet's proposals": v for k, v in given.items()}}
+
+
+def report(model, rows):
+    """``compare``'s results for the images of one model, one line per figure, a column per image."""
+    return f"\n{model}:\n" + "\n".join(f"  {key}: " + ", ".join(f"{r[key]:.3g}" for r in rows) for key in rows[0])
 
 
 def main(models, images=2):
@@ -207,10 +219,7 @@ def main(models, images=2):
             reference(model, coco128_images(images), out)
             refs = [torch.load(os.path.join(out, f), weights_only=False)
                     for f in sorted(os.listdir(out)) if f != "checkpoint.pth"]
-            rows = [compare(model, ref, os.path.join(out, "checkpoint.pth")) for ref in refs]
-            print(f"\n{model}:")
-            for key in rows[0]:
-                print(f"  {key}: " + ", ".join(f"{r[key]:.3g}" for r in rows))
+            print(report(model, [compare(model, ref, os.path.join(out, "checkpoint.pth")) for ref in refs]))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from parity import MODELS, REFERENCE_PYTHON, coco128_images, compare, reference
+from parity import MODELS, REFERENCE_PYTHON, coco128_images, compare, reference, report
 
 if not os.path.exists(REFERENCE_PYTHON):
     pytest.skip("mmdetection parity: no reference environment (.venv-mmdet); `make reference` builds it",
@@ -14,16 +14,16 @@ if not os.path.exists(REFERENCE_PYTHON):
 if not os.path.isdir(os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "coco128-seg")):
     pytest.skip("mmdetection parity: coco128-seg not found under $DETECTRON2_DATASETS", allow_module_level=True)
 
-QUICKEST = {"cascade_mask_rcnn_R_50_FPN_1x"}
+# Minutes per model at 1333x800 on the CPU: out of the default suite (`make parity` runs them).
+pytestmark = pytest.mark.slow
 # Relative to the reference's largest magnitude: float32 rounding through 50-101 layers.
 FEATURES, LOGITS, BOXES_PX = 1e-4, 1e-3, 1e-2
 
 
-@pytest.fixture(scope="module", params=[m if m in QUICKEST else pytest.param(m, marks=pytest.mark.slow)
-                                        for m in MODELS])
+@pytest.fixture(scope="module", params=list(MODELS))
 def reference_run(request, tmp_path_factory):
     model = request.param
-    images = coco128_images(1 if "X_101" in model else 2)
+    images = coco128_images(1)
     out = reference(model, images, str(tmp_path_factory.mktemp(model)))
     refs = [torch.load(os.path.join(out, f), weights_only=True) for f in sorted(os.listdir(out))
             if f != "checkpoint.pth"]
@@ -32,8 +32,9 @@ def reference_run(request, tmp_path_factory):
 
 def test_every_stage_and_the_final_outputs_agree(reference_run):
     model, refs, checkpoint = reference_run
-    for ref in refs:
-        result = compare(model, ref, checkpoint)
+    results = [compare(model, ref, checkpoint) for ref in refs]
+    print(report(model, results))  # the figures of docs/MMDET.md (pytest -s)
+    for result in results:
         for key, value in result.items():
             if key.startswith("features"):
                 assert value < FEATURES, (key, value)
