@@ -41,7 +41,8 @@ def test_common_test_aug_is_the_released_scnet_tta():
 
 
 def test_given_keys_win_and_the_rest_are_filled_in():
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(SCNET), ["+test.aug.min_sizes=[300]", "+test.aug.merge=mmdetection2"])
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(SCNET),
+                                     ["+test.aug.min_sizes=[300]", "+test.aug.merge=mmdetection2"])
     assert resolve_test_aug(cfg) == dict(enabled=False, min_sizes=[300], max_size=784, flip=True, merge="mmdetection2")
 
 

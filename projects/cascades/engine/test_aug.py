@@ -10,11 +10,13 @@ from omegaconf import OmegaConf
 
 from cascades.modeling.test_time_augmentation import check_tta_settings, with_tta
 
-__all__ = ["DEFAULTS", "SCNET_RELEASE_SCALES", "add_test_aug", "config_test_size", "resolve_test_aug", "scaled_test_aug",
-           "tta_model"]
+__all__ = ["DEFAULTS", "SCNET_RELEASE_SCALES", "add_test_aug", "config_test_size", "resolve_test_aug",
+           "scaled_test_aug", "tta_model"]
 
-# The released SCNet TTA (thangvubk/SCNet configs/scnet/scnet_r50_fpn_1x_coco.py): short sides 600 to 1400
-# for a model tested at 800, and their flips.
+# The released SCNet TTA (the commented test pipeline of mmdetection's configs/scnet/scnet_r50_fpn_1x_coco.py,
+# img_scale (600, 900) to (1400, 2100), flip=True): short sides 600 to 1400 for a model tested at 800, and
+# their flips. Its long-side cap, 1.5 times each short side, has no counterpart in detectron2's TEST.AUG
+# (one max size for all sizes).
 SCNET_RELEASE_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75)
 
 
@@ -38,14 +40,18 @@ def config_test_size(cfg):
             short = aug.short_edge_length
             return (max(short) if OmegaConf.is_list(short) else short), aug.max_size
     raise ValueError("test.aug: the config has no test.aug.min_sizes/max_size and its dataloader.test.mapper has "
-                     "no ResizeShortestEdge to derive them from; set test.aug.min_sizes=[...] and test.aug.max_size=...")
+                     "no ResizeShortestEdge to derive them from; set test.aug.min_sizes=[...] and "
+                     "test.aug.max_size=...")
 
 
 def resolve_test_aug(cfg) -> dict:
     """``cfg.test.aug`` as a dict, its missing keys filled from :func:`scaled_test_aug` for the config's test
     size; raises ValueError naming the key when a value is bad."""
     node = OmegaConf.select(cfg, "test.aug", default=None)
-    given = {} if node is None else OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    if node is None:
+        given = {}
+    else:
+        given = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
     unknown = sorted(given.keys() - set(KEYS))
     if unknown:
         raise ValueError(f"test.aug has unknown keys {unknown}; its keys are {', '.join(KEYS)}")

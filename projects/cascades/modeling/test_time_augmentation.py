@@ -175,7 +175,8 @@ class CascadeWithPerRoITTA(RCNNWithTTA):
         )
         if heads.mask_on:
             masks = []
-            for (_, features, _), aug_instances in zip(runs, self._rescale_detected_boxes(augmented_inputs, merged, tfms)):
+            rescaled = self._rescale_detected_boxes(augmented_inputs, merged, tfms)
+            for (_, features, _), aug_instances in zip(runs, rescaled):
                 masks.extend(heads.forward_with_given_boxes(features, [aug_instances.to(merged.scores.device)]))
             merged.pred_masks = self._reduce_pred_masks(masks, tfms)
         return {"instances": detector_postprocess(merged, *orig_shape)}
@@ -223,7 +224,7 @@ class MNCWithTTA(RCNNWithTTA):
     def _candidates(self, augmented_input, tfm):
         """One augmentation's candidates in the original image: (class boxes R x K x 4, probabilities R x K,
         soft masks R x m x m, mask boxes R x 4)."""
-        images, features, proposals = self._features_and_proposals(augmented_input)
+        _, features, proposals = self._features_and_proposals(augmented_input)
         heads = self.model.roi_heads
         captured = []
         # The heads' own test path, stopped before its NMS and voting (MNCROIHeads._instances).
