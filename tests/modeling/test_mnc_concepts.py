@@ -28,21 +28,23 @@ def _rpn_proposals(rpn, deltas, anchors, image_size=(SIZE, SIZE)):
 def test_rpn_proposals_pass_the_box_gradient_to_the_anchor_deltas(clip):
     """A 20 x 20 anchor and zero deltas: x_c = a_c + dx * 20, w = exp(dw) * 20, so L = sum(box * COEF)
     gives dL/d(dx, dy, dw, dh) = ((1 + 3) * 20, (2 + 4) * 20, (3 - 1) / 2 * 20, (4 - 2) / 2 * 20). The
-    released backward (clip 50 here, one image) clamps that to +-50, and zeroes a proposal whose anchor
-    crosses the border or that the border cuts (the third anchor, moved right by 1 x its width)."""
+    released backward (clip 50 here, one image) clamps that to +-50, and zeroes a proposal that the
+    border cuts (the second, and the third anchor moved right by 1 x its width) or whose anchor crosses
+    the border (the fourth, moved inside by 1 x its width)."""
     rpn = build(rpn={"box_grad_clip": clip}).proposal_generator
     rpn.train()
-    anchors = [[10, 10, 30, 30], [-5, 50, 15, 70], [60, 60, 100, 80]]
-    deltas = torch.tensor([[[0.0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0]]], requires_grad=True)
+    anchors = [[10, 10, 30, 30], [-5, 50, 15, 70], [60, 60, 100, 80], [-10, 90, 10, 110]]
+    deltas = torch.tensor([[[0.0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]]], requires_grad=True)
     p = _rpn_proposals(rpn, deltas, anchors)
     torch.testing.assert_close(p.proposal_boxes.tensor.detach(),
-                               torch.tensor([[10.0, 10, 30, 30], [0, 50, 15, 70], [100, 60, 128, 80]]))
+                               torch.tensor([[10.0, 10, 30, 30], [0, 50, 15, 70], [100, 60, 128, 80], [10, 90, 30, 110]]))
     (grad,) = torch.autograd.grad((p.proposal_boxes.tensor * COEF).sum(), deltas)
     if clip is None:
         # detectron2's clip to the image stops the gradient of the clipped coordinates only.
-        expected = [[80.0, 120, 20, 20], [3 * 20, 120, 3 / 2 * 20, 20], [1 * 40, 6 * 20, -1 / 2 * 40, 20]]
+        expected = [[80.0, 120, 20, 20], [3 * 20, 120, 3 / 2 * 20, 20], [1 * 40, 6 * 20, -1 / 2 * 40, 20],
+                    [80.0, 120, 20, 20]]
     else:
-        expected = [[50.0, 50, 20, 20], [0, 0, 0, 0], [0, 0, 0, 0]]
+        expected = [[50.0, 50, 20, 20], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
     torch.testing.assert_close(grad[0], torch.tensor(expected))
 
 

@@ -31,6 +31,14 @@ MUTANTS = [
         tests=[f"{CONCEPTS}::test_mask_level_labels_by_hand"],
     ),
     Mutant(
+        name="mnc_mask_level_iou_inside_the_box_only",
+        concept="the mask IoU of the labels is with the whole GT mask (its part outside the box counts)",
+        path=HEADS,
+        old="union = pred.flatten(1).sum(1) * cell + gt_areas - inter",
+        new="union = pred.flatten(1).sum(1) * cell + mask_targets.flatten(1).sum(1) * cell - inter",
+        tests=[f"{CONCEPTS}::test_mask_level_labels_by_hand"],
+    ),
+    Mutant(
         name="mnc_mask_level_classifier_on_box_labels",
         concept="the mask-level classifier learns the mask-level labels",
         path=HEADS,
@@ -137,8 +145,9 @@ MUTANTS = [
         name="mnc_stage_4_own_modules",
         concept="stages 4 and 5 share the weights of stages 2 and 3",
         path=HEADS,
-        old="boxes, x, mask_logits = self._masks(features, proposals)",
-        new="boxes, x, mask_logits = (__import__('copy').deepcopy(self) if k else self)._masks(features, proposals)",
+        old="boxes, x, mask_logits = self._masks(features, proposals)\n            mask_level",
+        new="boxes, x, mask_logits = (__import__('copy').deepcopy(self) if k else self)._masks(features, proposals)\n"
+            "            mask_level",
         tests=["tests/modeling/test_mnc.py::test_stages_4_5_share_the_parameters_of_stages_2_3"],
     ),
     Mutant(
@@ -177,6 +186,23 @@ MUTANTS = [
                f"{CONCEPTS}::test_released_bridge_clips_the_delta_gradient_only"],
     ),
     Mutant(
+        name="mnc_rpn_clip_spares_border_anchors",
+        concept="released: a proposal whose anchor crosses the image border passes no gradient to its deltas",
+        path=MNC,
+        old="boxes_inside_image(anchors_i.tensor, s) & boxes_inside_image(p, s)",
+        new="boxes_inside_image(p, s)",
+        tests=[f"{CONCEPTS}::test_rpn_proposals_pass_the_box_gradient_to_the_anchor_deltas"],
+    ),
+    Mutant(
+        name="mnc_bridge_clips_its_input_rois",
+        concept="released: the stage bridge clips only the gradient into stage 3's deltas, not into its input RoIs",
+        path=HEADS,
+        old="chosen = self._released_bridge_gradient(boxes, chosen, sizes)",
+        new="chosen = self._released_bridge_gradient(boxes, chosen, sizes); "
+            "boxes = clip_delta_gradient(boxes, torch.ones_like(boxes[:, 0], dtype=torch.bool), torch.full((4,), 1e-3))",
+        tests=[f"{CONCEPTS}::test_released_bridge_clips_the_delta_gradient_only"],
+    ),
+    Mutant(
         name="mnc_clip_not_per_image",
         concept="the 1/512 clip carried over from Caffe's per-image loss normalization: clip / images",
         path=GRADIENT,
@@ -201,6 +227,14 @@ MUTANTS = [
         tests=["tests/modeling/test_mnc.py::test_box_grad_scale_scales_only_the_box_coordinate_gradient"],
     ),
     # The released sampling.
+    Mutant(
+        name="mnc_released_no_foreground_cap",
+        concept="released sampling: at most positive_fraction (0.3) of the RoIs are foreground",
+        path=HEADS,
+        old="fg = pick(1, round(batch_size * positive_fraction))",
+        new="fg = pick(1, batch_size)",
+        tests=[f"{RELEASED}::test_released_sampler_counts"],
+    ),
     Mutant(
         name="mnc_released_background_bands",
         concept="released sampling: background 85% from IoU [0.1, 0.5), 15% from [0, 0.1)",
@@ -261,6 +295,14 @@ MUTANTS = [
         tests=[f"{RELEASED}::test_released_voting_nms_on_the_mask_boxes_binarized_voters"],
     ),
     Mutant(
+        name="mnc_paper_nms_on_mask_boxes",
+        concept="vote_mode='paper': NMS on the class-specific regressed boxes",
+        path=HEADS,
+        old='boxes = mask_boxes[rows] if self.vote_mode == "released" else class_boxes[rows, classes]',
+        new="boxes = mask_boxes[rows]",
+        tests=[f"{RELEASED}::test_paper_voting_nms_on_the_regressed_boxes_soft_masks"],
+    ),
+    Mutant(
         name="mnc_released_soft_voters",
         concept="vote_mode='released' passes the binarization threshold to the voting",
         path=HEADS,
@@ -274,6 +316,14 @@ MUTANTS = [
         path=MNC,
         old="r.pred_boxes = BitMasks(r.pred_masks).get_bounding_boxes()",
         new="pass",
+        tests=[f"{RELEASED}::test_output_boxes_are_the_mask_tight_boxes_as_released"],
+    ),
+    Mutant(
+        name="mnc_paper_mode_mask_tight_boxes",
+        concept="vote_mode='paper': the output box is the class-regressed box, not the mask's tight box",
+        path=MNC,
+        old='if self.roi_heads.vote_mode == "released":',
+        new="if True:",
         tests=[f"{RELEASED}::test_output_boxes_are_the_mask_tight_boxes_as_released"],
     ),
     # Losses.
@@ -331,8 +381,25 @@ MUTANTS = [
         name="mnc_shared_convolutions_not_shared",
         concept="Table 1 (b): the three networks share the category network's convolutional layers",
         path=SEPARATE,
-        old="if self.shared is not None:",
-        new="if False:",
+        old="if self.shared is not None:\n            features = self.nets",
+        new="if False:\n            features = self.nets",
         tests=[f"{SEPARATE_TESTS}::test_shared_stagewise_backbone_gives_every_stage_one_networks_features"],
+    ),
+    # Bad input: one line naming the argument, at construction.
+    Mutant(
+        name="mnc_negative_box_gradient_option_accepted",
+        concept="a negative box-gradient clip or scale is refused",
+        path=HEADS,
+        old=" or value < 0:",
+        new=":",
+        tests=[f"{RELEASED}::test_bad_clip_or_scale_is_named_at_construction"],
+    ),
+    Mutant(
+        name="mnc_vote_mode_unchecked",
+        concept="a voting mode that does not exist is refused",
+        path=HEADS,
+        old='_check_choice("vote_mode", vote_mode, VOTE_MODES)',
+        new="pass",
+        tests=[f"{RELEASED}::test_bad_mode_is_named_at_construction", f"{RELEASED}::test_yacs_bad_vote_mode_is_named"],
     ),
 ]
