@@ -38,6 +38,9 @@ MODELS = {
 # threshold (score threshold, the 100th score) may be kept by one and not the other.
 SCORE_NOISE = 1e-4
 MASK_IOU = 0.99
+# Tolerances of the stages: relative to the reference's largest magnitude (float32 rounding through
+# 50-101 layers); boxes in pixels.
+FEATURES, LOGITS, BOXES_PX = 1e-4, 1e-3, 1e-2
 
 
 def coco128_images(count):
@@ -109,6 +112,17 @@ def compare_stages(ours, ref):
     for h, logits in enumerate(_mask_logits(ours, features, dets, context)):
         out[f"mask head {h} logits"] = _rel(logits, ref["mask_logits"][h])
     return out
+
+
+def assert_stages_agree(result):
+    """Every stage of ``result`` (``compare_stages``' or ``compare``'s) within the tolerances."""
+    for key, value in result.items():
+        if key.startswith("features"):
+            assert value < FEATURES, (key, value)
+        elif "logits" in key:
+            assert value < LOGITS, (key, value)
+        elif "(px)" in key:
+            assert value < BOXES_PX, (key, value)
 
 
 def _mask_logits(ours, features, boxes, context):
