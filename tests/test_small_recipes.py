@@ -21,7 +21,7 @@ WINDOW = 50
 
 @pytest.fixture
 def one_thread():
-    """One intra-op thread, as train_net.py runs under OMP_NUM_THREADS=1 here (see README)."""
+    """One intra-op thread, as train_net.py runs under OMP_NUM_THREADS=1 here (see docs/DEVELOPMENT.md, "Tests")."""
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)

@@ -8,7 +8,7 @@ from ..common.models.mnc_vgg16 import model
 from ..common.schedules import step_schedule
 from ..common.train import train
 
-# An ImageNet VGG-16 converted to this backbone's names (see README, "MNC"); from scratch if empty.
+# An ImageNet VGG-16 converted to this backbone's names (see docs/MODEL_ZOO.md, "Checkpoints"); from scratch if empty.
 train.init_checkpoint = ""
 train.max_iter = 40000
 train.output_dir = "./output/voc_sbd_mnc_VGG16_5stage_e2e"

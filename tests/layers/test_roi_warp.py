@@ -334,7 +334,7 @@ def test_direct_backward_call_checks_argmax_and_rois():
 
 
 def test_direct_op_call_checks_arguments():
-    """The compiled op checks its arguments itself (see README for what we saw with torch 2.11 on CUDA)."""
+    """The compiled op checks its arguments itself (see docs/DEVELOPMENT.md, "Notes", for what we saw with torch 2.11 on CUDA)."""
     x = torch.randn(2, 3, 8, 8)
     rois = random_rois(4, 2, 8, 8, dtype=torch.float32)
     with pytest.raises(ValueError, match="rois must be K x 5"):

@@ -21,13 +21,20 @@ CONFIGS = sorted(
 # (config name -> number of mask heads, sample consistent, feature relays, global context)
 ABLATIONS = {
     "cascade_mask_rcnn_semantic_R_50_FPN_1x": (3, False, False, False),
-    "scnet_ablation_sc_R_50_FPN_1x": (1, True, False, False),
-    "scnet_ablation_fr_R_50_FPN_1x": (3, False, True, False),
-    "scnet_ablation_gc_R_50_FPN_1x": (3, False, False, True),
-    "scnet_ablation_sc_fr_R_50_FPN_1x": (1, True, True, False),
-    "scnet_ablation_naive_sc_R_50_FPN_1x": (3, True, False, False),
+    "scnet_ablation_baseline_R_50_FPN_20e": (3, False, False, False),
+    "scnet_ablation_sc_R_50_FPN_20e": (1, True, False, False),
+    "scnet_ablation_fr_R_50_FPN_20e": (3, False, True, False),
+    "scnet_ablation_gc_R_50_FPN_20e": (3, False, False, True),
+    "scnet_ablation_sc_fr_R_50_FPN_20e": (1, True, True, False),
+    "scnet_ablation_naive_sc_R_50_FPN_20e": (3, True, False, False),
     "scnet_R_50_FPN_1x": (1, True, True, True),
+    "scnet_R_50_FPN_20e": (1, True, True, True),
 }
+
+
+def test_every_ablation_row_is_a_config():
+    names = {os.path.splitext(os.path.basename(p))[0] for p in CONFIGS}
+    assert set(ABLATIONS) <= names, sorted(set(ABLATIONS) - names)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
@@ -149,7 +156,7 @@ def test_scnet_config_is_the_released_model():
     for predictor in heads.box_predictor:
         test_settings = (predictor.test_score_thresh, predictor.test_nms_thresh, predictor.test_topk_per_image)
         assert test_settings == (0.001, 0.5, 100)
-    # Where the paper is silent, the released code's behaviour (docs/fidelity_scnet_htc_rows.md).
+    # Where the paper is silent, the released code's behaviour (docs/FIDELITY.md).
     assert (heads.add_gt_every_stage, heads.score_averaging, heads.semantic_box_pool) == (
         True, "logits", "from_mask_resolution")
     assert (semantic.resize_before_lateral, semantic.align_corners) == (True, True)

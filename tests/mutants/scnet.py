@@ -1,7 +1,7 @@
 """Mutants of SCNet (Vu et al., AAAI 2021) and the parts it shares with HTC and the Cascade baseline:
 sample consistency, the residual mask head, feature relay, global context, the semantic branch, the
 loss weights of Eqs. (3)-(4), score averaging and the labelling of later stages' samples; and the
-released code's behaviour where the paper is silent (docs/fidelity_scnet_htc_rows.md)."""
+released code's behaviour where the paper is silent (docs/FIDELITY.md)."""
 from mutants import Mutant
 
 MODELING = "projects/cascades/modeling"

@@ -44,7 +44,7 @@ def table1_step(model, train, ablation: str, step: int):
     name = "voc_sbd_mnc_VGG16_table1{}_step{}_{}"
     train.output_dir = "./output/" + name.format(ablation, step, network)
     previous = (ablation, step - 1) if step > 1 else (("a", 3) if shared else None)
-    # The converted ImageNet VGG-16 for each network in (a)'s first step; see README, "MNC".
+    # The converted ImageNet VGG-16 for each network in (a)'s first step; see docs/MODEL_ZOO.md, "Checkpoints".
     train.init_checkpoint = "" if previous is None else (
         "./output/" + name.format(previous[0], previous[1], NETWORKS[previous[1] - 1]) + "/model_final.pth")
     return model
