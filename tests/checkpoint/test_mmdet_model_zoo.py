@@ -4,6 +4,7 @@ import re
 
 from cascades.model_zoo import get_checkpoint_url, get_config
 from cascades.model_zoo.mmdet_checkpoints import MMDET_CHECKPOINTS
+from detectron2.config import LazyConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FOLDER = "COCO-InstanceSegmentation/mmdet"
@@ -25,7 +26,8 @@ def test_urls_are_mmdetections_and_name_their_sha256():
 
 def test_configs_follow_mmdetections_conventions():
     for c in MMDET_CHECKPOINTS:
-        cfg = get_config(f"{FOLDER}/{c.config}.py")
+        # Read from the repository's configs/ (not the model zoo's copy), as tools/mutation_check.py needs.
+        cfg = LazyConfig.load(os.path.join(ROOT, "configs", FOLDER, f"{c.config}.py"))
         model = cfg.model
         assert model.input_format == "RGB" and cfg.dataloader.train.mapper.image_format == "RGB"
         assert list(model.pixel_mean) == [123.675, 116.28, 103.53]

@@ -70,7 +70,7 @@ MUTANTS = [
         path=CONVENTIONS,
         old="predictor.test_score_thresh = score_thresh",
         new="predictor.test_score_thresh = 0.05",
-        tests=[GOLDEN_SCNET],
+        tests=["tests/checkpoint/test_mmdet_model_zoo.py::test_configs_follow_mmdetections_conventions"],
     ),
     Mutant(
         name="checkpoint_fpn_output_levels_reversed",
