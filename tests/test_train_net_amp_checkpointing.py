@@ -21,8 +21,9 @@ def checkpointing_override():
 
 @pytest.mark.slow  # about 2 minutes on a 2-core CPU, 6 when it is shared
 def test_ddp_two_processes_with_amp_tta_and_checkpointing(tmp_path):
-    result = train_net("--num-gpus", "2", "--dist-url", "auto", "--amp", "--tta", *tiny(tmp_path, 3),
-                       checkpointing_override())
+    # The smoke overrides turn AMP off, after --amp's train.amp.enabled=True.
+    overrides = [o for o in tiny(tmp_path, 3) if o != "train.amp.enabled=False"]
+    result = train_net("--num-gpus", "2", "--dist-url", "auto", "--amp", "--tta", *overrides, checkpointing_override())
     assert result.returncode == 0, result.stdout[-3000:]
     assert "World size: 2" in result.stdout
     assert "Mixed precision on the CPU: the forward pass under torch.bfloat16 autocast" in result.stdout
