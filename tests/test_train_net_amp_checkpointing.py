@@ -19,7 +19,7 @@ def checkpointing_override():
     return f"{'' if has_key else '+'}train.activation_checkpointing={PARTS}"
 
 
-@pytest.mark.slow  # about 2 minutes on a 2-core CPU, 6 when it is shared
+@pytest.mark.slow  # 2 to 6 minutes on a shared 2-core CPU
 def test_ddp_two_processes_with_amp_tta_and_checkpointing(tmp_path):
     # The smoke overrides turn AMP off, after --amp's train.amp.enabled=True.
     overrides = [o for o in tiny(tmp_path, 3) if o != "train.amp.enabled=False"]
