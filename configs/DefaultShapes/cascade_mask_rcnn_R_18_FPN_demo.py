@@ -1,5 +1,7 @@
-"""Cascade Mask R-CNN, ResNet-18 (BasicBlock, BN) + FPN of 64 channels, trained from scratch on the
-generated shapes at short side 256: the model of `make demo`, sized to train on a 2-core CPU in minutes.
+"""detectron2's own Cascade Mask R-CNN (its CascadeROIHeads), ResNet-18 (BasicBlock, BN) + FPN of 64
+channels, trained from scratch on the generated shapes at short side 256, sized to train on a 2-core CPU in
+minutes: the quick config of the tests. `make demo` trains our models (scnet_R_18_FPN_demo.py and the
+configs that import it).
 """
 
 from detectron2 import model_zoo
@@ -43,7 +45,7 @@ for predictor in model.roi_heads.box_predictors:
 model.roi_heads.mask_head.input_shape = ShapeSpec(channels=FPN_CHANNELS, width=14, height=14)
 model.roi_heads.mask_head.conv_dims = [FPN_CHANNELS, FPN_CHANNELS]
 
-# About 6-7 minutes on 2 CPU cores with OMP_NUM_THREADS=1 (make demo).
+# About 6-7 minutes on 2 CPU cores with OMP_NUM_THREADS=1.
 train.max_iter = 360
 train.output_dir = "./output/demo"
 train.eval_period = train.max_iter
