@@ -383,9 +383,9 @@ def main():
     for model in args.models:
         results[model] = measure(model, args)
         print(f"{model}: done", file=sys.stderr)
-    print(f"{args.images} coco128-seg images at mmdetection's test size, {args.repeats} runs each, "
-          f"{args.train_steps} training steps, {args.threads} thread(s); times in seconds per image, "
-          "sections as means:")
+    steps = f"{args.train_steps} training steps, " if "train" in args.phases else ""
+    print(f"{args.images} coco128-seg images at mmdetection's test size, {args.repeats} runs each, {steps}"
+          f"{args.threads} thread(s); times in seconds per image, sections as means:")
     print(_table(results))
     if args.json:
         with open(args.json, "w") as f:
