@@ -2,7 +2,7 @@
 """
 Trains and evaluates the project's LazyConfig models, detectron2-style.
 
-One machine:     ./train_net.py --config-file configs/DefaultShapes/cascade_mask_rcnn_R_18_FPN_demo.py
+One machine:     ./train_net.py --config-file configs/DefaultShapes/scnet_R_18_FPN_demo.py
                  ./train_net.py --config-file cfg.py --num-gpus 8 train.max_iter=1000
 Evaluate:        ./train_net.py --config-file cfg.py --eval-only train.init_checkpoint=model_final.pth
   with TTA:      ./train_net.py --config-file cfg.py --eval-only --tta train.init_checkpoint=model_final.pth
@@ -27,7 +27,7 @@ from cascades.engine.trainer import run
 from detectron2.engine import default_argument_parser, launch
 
 # A model-zoo name, so that it resolves from any working directory.
-DEFAULT_CONFIG = "DefaultShapes/cascade_mask_rcnn_R_18_FPN_demo.py"
+DEFAULT_CONFIG = "DefaultShapes/scnet_R_18_FPN_demo.py"
 
 
 def argument_parser():

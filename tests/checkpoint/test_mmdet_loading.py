@@ -90,3 +90,15 @@ def test_detectron2s_checkpointer_refuses_unconverted_mmdet_state_dicts_through_
         DetectionCheckpointer(model).load(bare)
     assert_unchanged(model, before)
     model.load_state_dict({"weight": torch.zeros(2, 2), "bias": torch.zeros(2)})  # other state dicts load
+
+
+def test_our_models_refuse_unconverted_mmdet_state_dicts_under_detectron2s_checkpointer(tmp_path):
+    """SemanticRCNN (every SCNet, HTC and Cascade config) registers the guard itself."""
+    cfg = LazyConfig.load(os.path.join(os.path.dirname(__file__), "../../configs/Balloon/scnet_R_18_FPN_small.py"))
+    model = instantiate(cfg.model)
+    before = snapshot(model)
+    bare = str(tmp_path / "bare.pth")
+    torch.save(tiny_mmdet_state_dict(), bare)
+    with pytest.raises(MMDetConversionError, match=r"is an mmdetection checkpoint"):
+        DetectionCheckpointer(model).load(bare)
+    assert_unchanged(model, before)

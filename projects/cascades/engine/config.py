@@ -23,7 +23,7 @@ def resolve_config_file(config_file):
     """A path to a LazyConfig .py file, or a model-zoo name such as "DefaultShapes/<name>.py"."""
     if not config_file:
         raise ValueError("--config-file is required: a LazyConfig .py file, e.g. "
-                         "configs/DefaultShapes/cascade_mask_rcnn_R_18_FPN_demo.py")
+                         "configs/DefaultShapes/scnet_R_18_FPN_demo.py")
     if not config_file.endswith(".py"):
         raise ValueError(f"--config-file {config_file!r}: expected a LazyConfig .py file (yaml configs "
                          "are not supported by this project)")

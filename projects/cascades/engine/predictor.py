@@ -20,7 +20,7 @@ class Predictor:
 
     Example::
 
-        cfg = cascades.model_zoo.get_config("DefaultShapes/cascade_mask_rcnn_R_18_FPN_demo.py")
+        cfg = cascades.model_zoo.get_config("DefaultShapes/scnet_R_18_FPN_demo.py")
         cfg.train.init_checkpoint = "output/demo/model_final.pth"
         outputs = Predictor(cfg)(cv2.imread("input.jpg"))  # {"instances": Instances}
 

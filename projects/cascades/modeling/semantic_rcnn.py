@@ -4,6 +4,8 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import ImageList
 from detectron2.utils.events import get_event_storage
 
+from ..checkpoint.mmdet_conversion import refuse_mmdet_state_dict
+
 __all__ = ["SemanticRCNN"]
 
 
@@ -20,6 +22,9 @@ class SemanticRCNN(GeneralizedRCNN):
     def __init__(self, *, sem_seg_ignore_value: int = 255, **kwargs):
         super().__init__(**kwargs)
         self.sem_seg_ignore_value = sem_seg_ignore_value
+        # detectron2's own DetectionCheckpointer (tools.lazyconfig_train_net) loads a state dict of
+        # foreign names leniently, as nothing: an unconverted mmdetection checkpoint is refused instead.
+        self.register_load_state_dict_pre_hook(refuse_mmdet_state_dict)
 
     @classmethod
     def from_config(cls, cfg):
