@@ -194,16 +194,22 @@ class MNC(GeneralizedRCNN):
         results = super().inference(batched_inputs, do_postprocess=False)
         if not do_postprocess:
             return results
-        processed = []
-        for result, inputs in zip(results, batched_inputs):
-            height, width = inputs.get("height", result.image_size[0]), inputs.get("width", result.image_size[1])
-            r = detector_postprocess(result, height, width)
-            # detector_postprocess rescaled pred_boxes only; the mask frames follow the same scale.
-            voted = r.pred_voted_masks
-            voted.scale(width / result.image_size[1], height / result.image_size[0])
-            r.remove("pred_voted_masks")
-            r.pred_masks = voted.to_bitmasks(height, width, self.mask_threshold).tensor
-            if self.roi_heads.vote_mode == "released":
-                r.pred_boxes = BitMasks(r.pred_masks).get_bounding_boxes()
-            processed.append({"instances": r})
-        return processed
+        return [
+            {"instances": self.postprocess(result, inputs.get("height", result.image_size[0]),
+                                           inputs.get("width", result.image_size[1]))}
+            for result, inputs in zip(results, batched_inputs)
+        ]
+
+    def postprocess(self, result: Instances, height: int, width: int) -> Instances:
+        """Detections at the network's input size -> at ``height`` x ``width``: boxes rescaled
+        (``detector_postprocess``), the voted masks pasted and binarized at ``mask_threshold``, and with
+        ``vote_mode="released"`` the voted masks' tight boxes as the output boxes."""
+        r = detector_postprocess(result, height, width)
+        # detector_postprocess rescaled pred_boxes only; the mask frames follow the same scale.
+        voted = r.pred_voted_masks
+        voted.scale(width / result.image_size[1], height / result.image_size[0])
+        r.remove("pred_voted_masks")
+        r.pred_masks = voted.to_bitmasks(height, width, self.mask_threshold).tensor
+        if self.roi_heads.vote_mode == "released":
+            r.pred_boxes = BitMasks(r.pred_masks).get_bounding_boxes()
+        return r

@@ -493,6 +493,12 @@ class MNCROIHeads(ROIHeads):
     # ---------------------------------------------------------------------------------------------
     # Inference
     def _forward_test(self, features, proposals: List[Instances]) -> List[Instances]:
+        return [self._instances(*candidates) for candidates in self.forward_candidates(features, proposals)]
+
+    def forward_candidates(self, features, proposals: List[Instances]) -> List[tuple]:
+        """Per image, the candidates of every test pair before NMS and mask voting: ``(image_size, class
+        boxes R x K x 4, probabilities R x K, soft masks R x M x M, mask boxes R x 4)``, R rows over the
+        pairs (test-time augmentation merges them over the augmentations before :meth:`_instances`)."""
         sizes = [(len(p), p.image_size) for p in proposals]
         per_pair = []
         for k in range(self.test_num_stages // 2):
@@ -503,11 +509,8 @@ class MNCROIHeads(ROIHeads):
             class_boxes = self._decode(boxes, deltas, sizes)
             probs = F.softmax(scores, dim=1)[:, : self.num_classes]
             per_pair.append([t.split([n for n, _ in sizes]) for t in (class_boxes, probs, mask_logits.sigmoid(), boxes)])
-        results = []
-        for i, (_, image_size) in enumerate(sizes):
-            class_boxes, probs, masks, mask_boxes = (cat([pair[j][i] for pair in per_pair], dim=0) for j in range(4))
-            results.append(self._instances(image_size, class_boxes, probs, masks, mask_boxes))
-        return results
+        return [(image_size, *(cat([pair[j][i] for pair in per_pair], dim=0) for j in range(4)))
+                for i, (_, image_size) in enumerate(sizes)]
 
     def _instances(self, image_size, class_boxes, probs, masks, mask_boxes) -> Instances:
         """One image's detections from its candidates (R rows: K class boxes, K scores, one mask)."""

@@ -16,7 +16,6 @@ Two ways to merge the augmentations (``merge``):
   as above.
 """
 from typing import Sequence
-from unittest import mock
 
 import numpy as np
 import torch
@@ -29,7 +28,7 @@ from detectron2.layers import batched_nms
 from detectron2.modeling import GeneralizedRCNN, GeneralizedRCNNWithTTA
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.modeling.test_time_augmentation import DatasetMapperTTA
-from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.structures import Boxes, Instances
 
 from .fast_rcnn_inference import fast_rcnn_inference
 from .mnc import MNC
@@ -208,29 +207,13 @@ class MNCWithTTA(RCNNWithTTA):
         augmented_inputs, tfms = self._get_augmented_inputs(input)
         candidates = [self._candidates(x, t) for x, t in zip(augmented_inputs, tfms)]
         merged = self.model.roi_heads._instances(orig_shape, *(torch.cat(c) for c in zip(*candidates)))
-        return {"instances": self._paste_masks(merged, *orig_shape)}
-
-    def _paste_masks(self, instances, height, width):
-        """MNC.inference's post-processing of detections already in the output image's coordinates: the
-        voted masks pasted and binarized, and the released vote mode's mask-tight boxes."""
-        instances = detector_postprocess(instances, height, width)
-        voted = instances.pred_voted_masks
-        instances.remove("pred_voted_masks")
-        instances.pred_masks = voted.to_bitmasks(height, width, self.model.mask_threshold).tensor
-        if self.model.roi_heads.vote_mode == "released":
-            instances.pred_boxes = BitMasks(instances.pred_masks).get_bounding_boxes()
-        return instances
+        return {"instances": self.model.postprocess(merged, *orig_shape)}
 
     def _candidates(self, augmented_input, tfm):
         """One augmentation's candidates in the original image: (class boxes R x K x 4, probabilities R x K,
         soft masks R x m x m, mask boxes R x 4)."""
         _, features, proposals = self._features_and_proposals(augmented_input)
-        heads = self.model.roi_heads
-        captured = []
-        # The heads' own test path, stopped before its NMS and voting (MNCROIHeads._instances).
-        with mock.patch.object(heads, "_instances", lambda image_size, *candidates: captured.append(candidates)):
-            heads._forward_test(features, [proposals])
-        [(class_boxes, probs, masks, mask_boxes)] = captured
+        [(_, class_boxes, probs, masks, mask_boxes)] = self.model.roi_heads.forward_candidates(features, [proposals])
         inverse = tfm.inverse()
         if _flipped(tfm):
             masks = masks.flip(-1)
