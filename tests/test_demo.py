@@ -46,6 +46,7 @@ def write_video(path, images):
     writer.release()
 
 
+@pytest.mark.slow  # 15-35 s: trainings in subprocesses
 def test_demo_draws_images_folders_and_video(tmp_path, weights, images):
     inputs, other = tmp_path / "inputs", tmp_path / "other"
     inputs.mkdir()

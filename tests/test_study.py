@@ -37,6 +37,7 @@ def run_study(tmp_path, *args):
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow  # 15-35 s: trainings in subprocesses
 def test_grid_runs_records_reports_and_skips_recorded_runs(tmp_path):
     grid = write_grid(tmp_path, [{"name": "demo", "config": DEMO, "overrides": smoke(tmp_path), "seeds": [1, 2]}])
     result = run_study(tmp_path, grid)
@@ -61,6 +62,7 @@ def test_grid_runs_records_reports_and_skips_recorded_runs(tmp_path):
     assert "starting" not in again.stdout
 
 
+@pytest.mark.slow  # 15-35 s: trainings in subprocesses
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     """A run whose training stopped after a checkpoint continues from it (here: its first 2 of 4
     iterations were trained by an earlier, interrupted study)."""

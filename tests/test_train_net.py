@@ -41,6 +41,7 @@ def logged_iterations(out):
         return [r["iteration"] for r in map(json.loads, f) if "total_loss" in r]
 
 
+@pytest.mark.slow  # 15-35 s: trainings in subprocesses
 def test_ddp_two_processes_on_cpu_train_and_evaluate(tmp_path):
     result = train_net("--num-gpus", "2", "--dist-url", "auto", *tiny(tmp_path, 3))
     assert result.returncode == 0, result.stdout[-3000:]

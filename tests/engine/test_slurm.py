@@ -56,6 +56,7 @@ def tiny_args(tmp_path):
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow  # 15-35 s: trainings in subprocesses
 def test_job_runs_and_requeue_resumes(tiny_args):
     out, make = tiny_args
     # A first job that stops after 2 of 3 iterations, like a preempted one...
