@@ -116,3 +116,25 @@ def test_two_runs_taking_over_at_once_leave_one_holder(tmp_path, monkeypatch, li
     with pytest.raises(OutputDirInUse, match=f"in use by another run: pid {live_process.pid}"):
         OutputDirLock(str(tmp_path)).acquire(resume=True)
     assert holder_of(tmp_path) == faster
+
+
+def test_a_threads_id_is_not_a_running_process(tmp_path):
+    """A dead writer's pid reused by a thread (ids share one number space; kill(tid, 0) succeeds) does
+    not keep its half-written file."""
+    import threading
+
+    from cascades.engine.atomic import process_running, remove_stale_partial_files
+
+    release, tids = threading.Event(), []
+    thread = threading.Thread(target=lambda: (tids.append(threading.get_native_id()), release.wait()))
+    thread.start()
+    try:
+        while not tids:
+            pass
+        assert process_running(os.getpid()) and not process_running(tids[0])
+        (tmp_path / f"model.pth.partial-{tids[0]}").write_bytes(b"PK")
+        (tmp_path / f"model.pth.partial-{os.getpid()}").write_bytes(b"PK")
+        assert remove_stale_partial_files(str(tmp_path)) == [f"model.pth.partial-{tids[0]}"]
+    finally:
+        release.set()
+        thread.join()

@@ -49,12 +49,21 @@ class AtomicPathManager:
 
 
 def process_running(pid):
-    """Whether a process ``pid`` exists on this host."""
+    """Whether a process ``pid`` exists on this host. Threads take their ids from the same numbers, and
+    ``kill(tid, 0)`` succeeds for them: on Linux an id whose task is a thread of another process is not a
+    running process (a dead writer's pid, reused by a thread, would otherwise keep its files forever)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Tgid:"):
+                    return int(line.split()[1]) == pid
+    except OSError:  # no /proc (not Linux), or the task ended meanwhile
         pass
     return True
 
