@@ -12,8 +12,9 @@ import time
 import pytest
 import torch
 
+from cascades.engine.atomic import process_start
 from cascades.engine.config import load_config
-from cascades.engine.output_lock import LOCK_NAME, _process_start
+from cascades.engine.output_lock import LOCK_NAME
 from cascades.engine.smoke import smoke_overrides
 from detectron2.config import instantiate
 
@@ -58,7 +59,7 @@ def test_ddp_two_processes_on_cpu_train_and_evaluate(tmp_path):
 def test_ddp_run_refused_by_the_main_process_ends_every_process(tmp_path):
     """The main process's refusal reaches the other processes, which end too, without a traceback."""
     (tmp_path / LOCK_NAME).write_text(json.dumps({
-        "pid": os.getpid(), "host": socket.gethostname(), "process_start": _process_start(os.getpid()),
+        "pid": os.getpid(), "host": socket.gethostname(), "process_start": process_start(os.getpid()),
         "started": "2024-01-01T00:00:00", "command": "pytest"}))
     # train_net.py's own check before the processes start is skipped, as if the lock came just after it.
     script = ("import sys, train_net; from cascades.engine.output_lock import OutputDirLock; "
@@ -83,13 +84,14 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     for extra in ([], ["--resume"]):
         with pytest.raises(SystemExit, match=f"is in use by another run: pid {proc.pid} on {socket.gethostname()}"):
             cli.main([*extra, *args])
+    writer = f"{proc.pid}-{process_start(proc.pid)}"  # how its half-written files are named
     proc.send_signal(signal.SIGKILL)  # no chance to clean up, possibly in the middle of a save
     proc.wait()
     assert not (tmp_path / "model_final.pth").exists(), "the run should have been killed before its end"
     with open(tmp_path / "last_checkpoint") as f:
         last = torch.load(tmp_path / f.read().strip(), weights_only=False)
     assert last["iteration"] >= 3 and last["trainer"]["optimizer"]["state"], "training state is saved"
-    half_written = tmp_path / f"model_0000099.pth.partial-{proc.pid}"  # as if killed in a save
+    half_written = tmp_path / f"model_0000099.pth.partial-{writer}"  # as if killed in a save
     half_written.write_bytes(b"PK")
 
     result = train_net("--resume", *args)

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from cascades.engine.output_lock import LOCK_NAME, OutputDirInUse, OutputDirLock, _process_start
+from cascades.engine.atomic import process_start
+from cascades.engine.output_lock import LOCK_NAME, OutputDirInUse, OutputDirLock
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def test_lock_names_its_holder_and_is_released(tmp_path):
 
 @pytest.mark.parametrize("resume", [False, True])
 def test_live_holder_is_refused_even_on_resume(tmp_path, live_process, resume):
-    plant(tmp_path, pid=live_process.pid, process_start=_process_start(live_process.pid))
+    plant(tmp_path, pid=live_process.pid, process_start=process_start(live_process.pid))
     with pytest.raises(OutputDirInUse, match=f"is in use by another run: pid {live_process.pid} on "
                                              f"{socket.gethostname()}, started 2024-01-01T00:00:00 "
                                              r"\(command: train_net.py --config-file x.py\)"):
@@ -102,7 +103,7 @@ def test_two_runs_taking_over_at_once_leave_one_holder(tmp_path, monkeypatch, li
     """Two runs find the same stale lock; the faster one puts its own in place before the slower one
     renames "the stale lock" away: the slower one puts the new lock back and is refused."""
     plant(tmp_path, host="node-17")
-    faster = {"pid": live_process.pid, "host": socket.gethostname(), "process_start": _process_start(live_process.pid),
+    faster = {"pid": live_process.pid, "host": socket.gethostname(), "process_start": process_start(live_process.pid),
               "started": "2024-01-02T00:00:00", "command": "train_net.py --resume"}
     real_rename = os.rename
 
@@ -118,12 +119,12 @@ def test_two_runs_taking_over_at_once_leave_one_holder(tmp_path, monkeypatch, li
     assert holder_of(tmp_path) == faster
 
 
-def test_a_threads_id_is_not_a_running_process(tmp_path):
-    """A dead writer's pid reused by a thread (ids share one number space; kill(tid, 0) succeeds) does
-    not keep its half-written file."""
+def test_a_dead_writers_reused_pid_does_not_keep_its_half_written_file(tmp_path, live_process):
+    """Half-written files are named by their writer's pid and start; a process or a thread that took
+    the pid since (ids share one number space, and kill(tid, 0) succeeds) is not the writer."""
     import threading
 
-    from cascades.engine.atomic import process_running, remove_stale_partial_files
+    from cascades.engine.atomic import AtomicFile, process_running, remove_stale_partial_files
 
     release, tids = threading.Event(), []
     thread = threading.Thread(target=lambda: (tids.append(threading.get_native_id()), release.wait()))
@@ -131,10 +132,21 @@ def test_a_threads_id_is_not_a_running_process(tmp_path):
     try:
         while not tids:
             pass
-        assert process_running(os.getpid()) and not process_running(tids[0])
-        (tmp_path / f"model.pth.partial-{tids[0]}").write_bytes(b"PK")
-        (tmp_path / f"model.pth.partial-{os.getpid()}").write_bytes(b"PK")
-        assert remove_stale_partial_files(str(tmp_path)) == [f"model.pth.partial-{tids[0]}"]
+        own = f"{os.getpid()}-{process_start(os.getpid())}"
+        other = f"{live_process.pid}-{process_start(live_process.pid)}"
+        assert process_running(os.getpid(), process_start(os.getpid()))
+        assert not process_running(tids[0], process_start(os.getpid()))
+        names = {f"a.pth.partial-{tids[0]}-{process_start(os.getpid())}": "stale",  # its pid is a thread's now
+                 f"b.pth.partial-{live_process.pid}-1": "stale",  # its pid is another process's now
+                 f"c.pth.partial-{other}": "kept",  # its writer runs
+                 f"d.pth.partial-{live_process.pid}": "kept",  # no start recorded: the pid runs
+                 f"e.pth.partial-{own}": "kept"}
+        for name in names:
+            (tmp_path / name).write_bytes(b"PK")
+        with AtomicFile(str(tmp_path / "f.pth"), "wb") as f:
+            assert os.path.basename(f.name) == f"f.pth.partial-{own}"
+            assert remove_stale_partial_files(str(tmp_path)) == [n for n, fate in names.items() if fate == "stale"]
+        assert sorted(os.listdir(tmp_path)) == sorted([n for n, fate in names.items() if fate == "kept"] + ["f.pth"])
     finally:
         release.set()
         thread.join()

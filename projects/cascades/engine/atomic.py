@@ -5,9 +5,15 @@ import re
 
 from detectron2.utils.file_io import PathManager
 
-__all__ = ["AtomicFile", "AtomicPathManager", "process_running", "remove_stale_partial_files"]
+__all__ = ["AtomicFile", "AtomicPathManager", "process_running", "process_start", "remove_stale_partial_files"]
 
-_PARTIAL = re.compile(r".+\.partial-(\d+)")
+_PARTIAL = re.compile(r".+\.partial-(\d+)(?:-(\d+))?")
+
+
+def _writer_tag():
+    """``<pid>-<process start>`` of this process (``<pid>`` where /proc is absent)."""
+    start = process_start(os.getpid())
+    return f"{os.getpid()}-{start}" if start else str(os.getpid())
 
 
 class AtomicFile:
@@ -18,7 +24,7 @@ class AtomicFile:
         if "w" not in mode:
             raise ValueError(f"AtomicFile is for writing; got mode={mode!r}")
         self._path = path
-        self._tmp = f"{path}.partial-{os.getpid()}"  # see remove_stale_partial_files
+        self._tmp = f"{path}.partial-{_writer_tag()}"  # see remove_stale_partial_files
         self._file = open(self._tmp, mode)
 
     def __enter__(self):
@@ -48,35 +54,45 @@ class AtomicPathManager:
         return getattr(PathManager, name)
 
 
-def process_running(pid):
-    """Whether a process ``pid`` exists on this host. Threads take their ids from the same numbers, and
-    ``kill(tid, 0)`` succeeds for them: on Linux an id whose task is a thread of another process is not a
-    running process (a dead writer's pid, reused by a thread, would otherwise keep its files forever)."""
+def process_start(pid):
+    """When process ``pid`` started (clock ticks since boot, from /proc): with the pid, it names one
+    process, where a pid alone may have been reused by another process or a thread since. None where
+    /proc is absent, "" when no such process runs."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # The command name (field 2) is in parentheses and may hold spaces; field 22 is the start.
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except FileNotFoundError:
+        return "" if os.path.isdir("/proc") else None
+    except (OSError, IndexError):
+        return None
+
+
+def process_running(pid, start=None):
+    """Whether the process ``pid`` that started at ``start`` (:func:`process_start`) still runs on this
+    host; with no ``start`` (or no /proc), whether any process has that pid."""
+    known = process_start(pid) if start else None
+    if known is not None:
+        return known == start
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("Tgid:"):
-                    return int(line.split()[1]) == pid
-    except OSError:  # no /proc (not Linux), or the task ended meanwhile
-        pass
     return True
 
 
 def remove_stale_partial_files(folder):
-    """Deletes the temporary files that writers killed mid-write left in ``folder`` (``*.partial-<pid>``
-    of processes that no longer run); returns their names. For a folder no other host writes to."""
+    """Deletes the temporary files that writers killed mid-write left in ``folder``
+    (``*.partial-<pid>-<process start>`` of processes that no longer run); returns their names. For a
+    folder no other host writes to."""
     if not os.path.isdir(folder):
         return []
     stale = []
     for name in sorted(os.listdir(folder)):
         match = _PARTIAL.fullmatch(name)
-        if match and int(match.group(1)) != os.getpid() and not process_running(int(match.group(1))):
+        if match and not process_running(int(match.group(1)), match.group(2)):
             os.remove(os.path.join(folder, name))
             stale.append(name)
     return stale

@@ -9,7 +9,7 @@ import shlex
 import socket
 import sys
 
-from .atomic import process_running
+from .atomic import process_running, process_start
 
 __all__ = ["LOCK_NAME", "OutputDirInUse", "OutputDirLock"]
 
@@ -20,19 +20,6 @@ class OutputDirInUse(ValueError):
     """Another live run holds the output folder."""
 
 
-def _process_start(pid):
-    """When process ``pid`` started (clock ticks since boot, from /proc), so that a pid reused by another
-    process is not taken for the holder; None where /proc is absent, "" when no such process runs."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            # The command name (field 2) is in parentheses and may hold spaces; field 22 is the start.
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except FileNotFoundError:
-        return "" if os.path.isdir("/proc") else None
-    except (OSError, IndexError):
-        return None
-
-
 def _alive(holder):
     """True or False for a holder on this host; None (unknown) for one on another host."""
     if holder.get("host") != socket.gethostname():
@@ -40,10 +27,7 @@ def _alive(holder):
     pid = holder.get("pid")
     if not isinstance(pid, int):
         return False
-    start = _process_start(pid)
-    if start is None:  # no /proc: whether the pid exists is all that can be known
-        return process_running(pid)
-    return start != "" and start == holder.get("process_start")
+    return process_running(pid, holder.get("process_start"))
 
 
 def _describe(holder):
@@ -67,7 +51,7 @@ class OutputDirLock:
 
     def acquire(self, resume=False):
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "process_start": _process_start(os.getpid()),
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "process_start": process_start(os.getpid()),
                   "started": datetime.datetime.now().isoformat(timespec="seconds"),
                   "command": shlex.join([sys.executable, *sys.argv])}
         while not self._create(record):
