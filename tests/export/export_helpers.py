@@ -1,26 +1,13 @@
 """Small cascades with random weights on real photos (balloon val, or the generated shapes without it)."""
-import os
 
 import torch
 
 import detectron2.data.transforms as T
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS = {
-    "scnet": "configs/Balloon/scnet_R_18_FPN_small.py",
-    "htc": "configs/Balloon/htc_R_18_FPN_small.py",
-    "cascade_semantic": "configs/Balloon/cascade_mask_rcnn_semantic_R_18_FPN_small.py",
-    "cascade": "configs/Balloon/cascade_mask_rcnn_R_18_FPN_small.py",
-    "mnc": "configs/Balloon/mnc_R_18_FPN_small.py",
-    "mask_rcnn": "configs/Balloon/mask_rcnn_R_18_FPN_small.py",
-}
-
-
-def load_config(name: str):
-    return LazyConfig.load(os.path.join(REPO, CONFIGS[name]))
+from balloon_small_configs import load_balloon_small
 
 
 def photos(count: int = 3):
@@ -43,7 +30,7 @@ def random_model(name: str, images, seed: int = 0, **roi_heads_overrides):
     """The small config's model with random weights, its BatchNorm statistics taken from ``images``:
     with the default statistics (mean 0, variance 1) the random backbone's features grow large enough
     to saturate every class probability to 0 or 1, and the detections' scores then tie."""
-    cfg = load_config(name)
+    cfg = load_balloon_small(name)
     cfg.model.roi_heads.update(roi_heads_overrides)
     torch.manual_seed(seed)
     model = instantiate(cfg.model)

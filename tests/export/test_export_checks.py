@@ -11,7 +11,8 @@ from detectron2.modeling.roi_heads import cascade_rcnn
 import cascades.modeling.semantic_cascade_roi_heads as semantic_cascade_roi_heads
 from cascades.export import FORMATS, UnsupportedExport, check_exportable, export, export_safe, inference_adapter, load
 
-from export_helpers import load_config, photos, random_model
+from balloon_small_configs import load_balloon_small
+from export_helpers import photos, random_model
 
 
 def _one_line(info, *parts):
@@ -24,7 +25,7 @@ def _one_line(info, *parts):
 def _model(name, **overrides):
     from detectron2.config import instantiate
 
-    cfg = load_config(name)
+    cfg = load_balloon_small(name)
     cfg.model.roi_heads.update(overrides)
     return instantiate(cfg.model).eval()
 

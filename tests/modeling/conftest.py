@@ -1,6 +1,5 @@
 """Fixtures for the SCNet / HTC tests: small real models, a few real images, a training loop."""
 import copy
-import os
 from types import SimpleNamespace
 
 import pytest
@@ -8,7 +7,6 @@ import torch
 from torchvision.ops import roi_align
 
 import detectron2.data.transforms as T
-from detectron2.config import LazyConfig
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 from detectron2.utils.events import EventStorage
@@ -16,12 +14,7 @@ from detectron2.utils.events import EventStorage
 from cascades.data.storage import missing_message
 from cascades.engine.optim import ClippedSGD
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SMALL_CONFIGS = {
-    "scnet": "configs/Balloon/scnet_R_18_FPN_small.py",
-    "htc": "configs/Balloon/htc_R_18_FPN_small.py",
-    "cascade": "configs/Balloon/cascade_mask_rcnn_semantic_R_18_FPN_small.py",
-}
+from balloon_small_configs import load_balloon_small
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +28,7 @@ def one_torch_thread():
 
 
 def load_small_config(method: str, short_side: int = 256):
-    cfg = LazyConfig.load(os.path.join(REPO, SMALL_CONFIGS[method]))
+    cfg = load_balloon_small(method)
     cfg.dataloader.train.mapper.augmentations[0].short_edge_length = short_side
     cfg.dataloader.test.mapper.augmentations[0].short_edge_length = short_side
     return cfg
@@ -43,7 +36,7 @@ def load_small_config(method: str, short_side: int = 256):
 
 @pytest.fixture
 def small_config():
-    """``small_config(method, short_side)``: the Balloon small LazyConfig of scnet/htc/cascade."""
+    """``small_config(method, short_side)``: the Balloon small LazyConfig of scnet/htc/cascade_semantic."""
     return load_small_config
 
 

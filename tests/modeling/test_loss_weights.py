@@ -56,14 +56,14 @@ def losses_of(cfg, batch):
 
 
 def test_configs_set_the_papers_weights(small_config):
-    for method in ("scnet", "htc", "cascade"):
+    for method in ("scnet", "htc", "cascade_semantic"):
         heads = small_config(method).model.roi_heads
         assert list(heads.stage_loss_weights) == ALPHA
         assert heads.semantic_head.loss_weight == 0.2
     assert small_config("scnet").model.roi_heads.global_context_head.loss_weight == 3.0
 
 
-@pytest.mark.parametrize("method", ["scnet", "htc", "cascade"])
+@pytest.mark.parametrize("method", ["scnet", "htc", "cascade_semantic"])
 def test_each_loss_weight_scales_exactly_its_losses(method, small_config, batch_maker):
     base = losses_of(small_config(method), batch_maker())
     cfg = small_config(method)

@@ -42,8 +42,9 @@ def stages_of(cascade_calls):
     "method,overrides,expected",
     [
         ("scnet", {}, BOX_LOSSES | {"loss_mask", "loss_semantic_seg", "loss_glbctx"}),
-        ("cascade", {}, BOX_LOSSES | MASK_STAGE_LOSSES | {"loss_semantic_seg"}),
-        ("cascade", {"sample_consistent": True}, BOX_LOSSES | MASK_STAGE_LOSSES | {"loss_semantic_seg"}),
+        ("cascade_semantic", {}, BOX_LOSSES | MASK_STAGE_LOSSES | {"loss_semantic_seg"}),
+        ("cascade_semantic", {"sample_consistent": True},
+         BOX_LOSSES | MASK_STAGE_LOSSES | {"loss_semantic_seg"}),
         ("scnet", {"global_context_head": None, "feature_relays": None},
          BOX_LOSSES | {"loss_mask", "loss_semantic_seg"}),
         ("scnet", {"semantic_head": None}, BOX_LOSSES | {"loss_mask", "loss_glbctx"}),
@@ -59,8 +60,9 @@ def test_loss_names(method, overrides, expected, roi_heads_and_batch):
 BOX_POOLS = ["from_mask_resolution", "direct"]
 
 
-@pytest.mark.parametrize("method,semantic_box_pool", [("scnet", BOX_POOLS[0]), ("cascade", BOX_POOLS[0]),
-                                                      ("cascade", BOX_POOLS[1])])
+@pytest.mark.parametrize("method,semantic_box_pool", [("scnet", BOX_POOLS[0]),
+                                                      ("cascade_semantic", BOX_POOLS[0]),
+                                                      ("cascade_semantic", BOX_POOLS[1])])
 def test_every_stages_box_head_sees_pooled_features_plus_image_context(method, semantic_box_pool,
                                                                       roi_heads_and_batch, spy, with_context):
     """SCNet: semantic embedding and global-context vector added to every box RoI feature; the
@@ -83,7 +85,8 @@ def test_every_stages_box_head_sees_pooled_features_plus_image_context(method, s
         assert not torch.allclose(call.args[0], other, atol=1e-3)  # nor is how it is pooled
 
 
-@pytest.mark.parametrize("method,overrides", [("scnet", {}), ("cascade", {"sample_consistent": True})])
+@pytest.mark.parametrize("method,overrides",
+                         [("scnet", {}), ("cascade_semantic", {"sample_consistent": True})])
 def test_mask_heads_are_trained_on_the_last_box_stages_positives(method, overrides, roi_heads_and_batch, spy,
                                                                  with_context, matched):
     """Sample consistency: the mask heads see exactly the last box stage's positive samples (IoU >= 0.7),
@@ -116,7 +119,7 @@ def test_mask_heads_are_trained_on_the_last_box_stages_positives(method, overrid
 
 
 def test_cascade_baseline_mask_head_t_gets_stage_t_positives(roi_heads_and_batch, spy, matched):
-    heads, batch = roi_heads_and_batch("cascade")
+    heads, batch = roi_heads_and_batch("cascade_semantic")
     _, _, targets = batch
     cascade = spy(heads, "_run_cascade")
     calls = [spy(head, "forward") for head in heads.mask_head]
@@ -218,7 +221,7 @@ def test_scnet_segments_the_final_detections(roi_heads_and_batch, with_context):
 
 
 def test_cascade_mask_ensemble_is_the_mean_of_the_heads_probabilities(roi_heads_and_batch, with_context):
-    heads, (features, proposals, _) = roi_heads_and_batch("cascade", num_classes=2)
+    heads, (features, proposals, _) = roi_heads_and_batch("cascade_semantic", num_classes=2)
     instances = infer(heads, features, proposals)
     classes = cat([i.pred_classes for i in instances])
     with torch.no_grad():
@@ -239,13 +242,14 @@ def test_invalid_configurations_are_rejected(roi_heads_and_batch):
     with pytest.raises(ValueError, match="sample consistency"):
         roi_heads_and_batch("scnet", sample_consistent=False)
     with pytest.raises(ValueError, match="feature_relays has 1"):
-        roi_heads_and_batch("cascade", feature_relays=[{"_target_": "cascades.modeling.FeatureRelayHead"}])
+        roi_heads_and_batch("cascade_semantic",
+                            feature_relays=[{"_target_": "cascades.modeling.FeatureRelayHead"}])
     with pytest.raises(ValueError, match="stage_loss_weights"):
         roi_heads_and_batch("scnet", stage_loss_weights=[1.0])
     with pytest.raises(ValueError, match="score_averaging must be one of 'logits', 'probabilities', got 'm"):
         roi_heads_and_batch("scnet", score_averaging="mean")
     with pytest.raises(ValueError, match="semantic_box_pool must be one of 'from_mask_resolution', 'direct'"):
-        roi_heads_and_batch("cascade", semantic_box_pool=7)
+        roi_heads_and_batch("cascade_semantic", semantic_box_pool=7)
     with pytest.raises(ValueError, match="add_gt_every_stage must be True or False, got 'yes'"):
         roi_heads_and_batch("scnet", add_gt_every_stage="yes")
 
@@ -255,7 +259,7 @@ def test_released_pooling_of_the_semantic_embedding_needs_the_mask_branch(small_
 
     from cascades.modeling import SemanticCascadeROIHeads
 
-    cfg = small_config("cascade").model.roi_heads
+    cfg = small_config("cascade_semantic").model.roi_heads
     cfg._target_ = SemanticCascadeROIHeads
     for key in ("mask_in_features", "mask_pooler", "mask_head", "sample_consistent"):
         cfg.pop(key)

@@ -1,6 +1,5 @@
 """Test-time augmentation with masks (cascades.modeling.test_time_augmentation): identity TTA is plain
 inference, flipping commutes with it, every model family runs it, bad settings are refused."""
-import os
 
 import cv2
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 import torch
 
 import detectron2.data.transforms as T
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import GeneralizedRCNN
 from detectron2.structures import Boxes, pairwise_iou
@@ -18,14 +17,8 @@ from cascades.modeling import test_time_augmentation
 from cascades.modeling.test_time_augmentation import (CascadeWithPerRoITTA, MNCWithTTA, RCNNWithTTA, check_tta_settings,
                                                       with_tta)
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS = {
-    "scnet": "configs/Balloon/scnet_R_18_FPN_small.py",
-    "htc": "configs/Balloon/htc_R_18_FPN_small.py",
-    "cascade_semantic": "configs/Balloon/cascade_mask_rcnn_semantic_R_18_FPN_small.py",
-    "mnc": "configs/Balloon/mnc_R_18_FPN_small.py",
-    "mask_rcnn": "configs/Balloon/mask_rcnn_R_18_FPN_small.py",
-}
+from balloon_small_configs import load_balloon_small
+
 CASCADES = ("scnet", "htc", "cascade_semantic")
 TEST_SIZE = 160  # short side of the test images, as a test mapper resizes them
 
@@ -34,7 +27,7 @@ def random_model(name):
     """A small model of the family with random weights, in eval mode. Its random features are large: the
     class scores are scaled down, or most saturate at 1.0 and their ties leave the NMS order to chance;
     the masks are made confident (scaled up), so that binarized masks do not hinge on float rounding."""
-    cfg = LazyConfig.load(os.path.join(REPO, CONFIGS[name]))
+    cfg = load_balloon_small(name)
     torch.manual_seed(0)
     model = instantiate(cfg.model).eval()
     with torch.no_grad():

@@ -101,7 +101,7 @@ MUTANTS = [
         path=HEADS,
         old="roi_features = roi_features + pool_semantic(context.semantic, boxes)",
         new="roi_features = roi_features + 0 * pool_semantic(context.semantic, boxes)",
-        tests=[f"{BOX_CONTEXT_TEST}[cascade-from_mask_resolution]"],
+        tests=[f"{BOX_CONTEXT_TEST}[cascade_semantic-from_mask_resolution]"],
     ),
     Mutant(
         name="scnet_context_not_added_to_mask_features",
