@@ -38,6 +38,7 @@ from ..layers import RoIWarpPooler
 from .mnc_box_gradient import boxes_inside_image, clip_delta_gradient, delta_gradient_threshold
 from .mnc_heads import MNCBoxHead, MNCMaskHead
 from .mnc_mask_voting import nms_and_mask_voting
+from .shared_gt_masks import share_gt_masks
 
 __all__ = ["MNCROIHeads", "check_box_gradient_option", "mask_level_labels", "sample_released"]
 
@@ -305,7 +306,8 @@ class MNCROIHeads(ROIHeads):
         if self.training and targets is None:
             raise ValueError("MNCROIHeads: targets (list[Instances]) are required in training")
         if self.training:
-            return proposals, self._forward_train(features, proposals, targets)
+            # Both pairs' samples index the GT masks instead of copying them.
+            return proposals, self._forward_train(features, proposals, share_gt_masks(targets))
         return self._forward_test(features, proposals), {}
 
     # ---------------------------------------------------------------------------------------------
