@@ -3,7 +3,6 @@ family gives the same losses, gradients and BatchNorm statistics with and withou
 fewer activations; bad part names get a clear error."""
 
 import copy
-import os
 
 import pytest
 import torch
@@ -15,19 +14,16 @@ from detectron2.utils.events import EventStorage
 from cascades.engine.smoke import smoke_overrides
 from cascades.modeling.activation_checkpointing import PARTS, apply_activation_checkpointing
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from balloon_small_configs import load_balloon_small
+
 ALL_PARTS = list(PARTS)
-# config, the parts it has
-FAMILIES = {
-    "scnet": ("configs/Balloon/scnet_R_18_FPN_small.py", ALL_PARTS),
-    "htc": ("configs/Balloon/htc_R_18_FPN_small.py", ALL_PARTS),
-    "cascade_semantic": ("configs/Balloon/cascade_mask_rcnn_semantic_R_18_FPN_small.py", ALL_PARTS),
-    "mnc": ("configs/Balloon/mnc_R_18_FPN_small.py", ["backbone", "box_head", "mask_head"]),
-}
+# the parts each family has
+FAMILIES = {"scnet": ALL_PARTS, "htc": ALL_PARTS, "cascade_semantic": ALL_PARTS,
+            "mnc": ["backbone", "rpn_head", "box_head", "mask_head"]}
 
 
 def small_config(family, tmp_path="unused"):
-    cfg = LazyConfig.load(os.path.join(REPO, FAMILIES[family][0]))
+    cfg = load_balloon_small(family)
     return LazyConfig.apply_overrides(cfg, smoke_overrides(cfg, str(tmp_path), size=128))
 
 
@@ -68,7 +64,7 @@ def training_step(model, batch):
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_same_step_with_fewer_saved_activations(family, model_and_batch):
     plain, batch = model_and_batch(family)
-    checkpointed = apply_activation_checkpointing(copy.deepcopy(plain), FAMILIES[family][1])
+    checkpointed = apply_activation_checkpointing(copy.deepcopy(plain), FAMILIES[family])
     initial = {n: b.clone() for n, b in plain.named_buffers()}
     losses, grads, buffers, saved = training_step(plain, batch)
     c_losses, c_grads, c_buffers, c_saved = training_step(checkpointed, copy.deepcopy(batch))
@@ -106,6 +102,11 @@ def test_names_state_and_types_kept(model_and_batch):
     heads = checkpointed.roi_heads.mask_head
     assert all(isinstance(h, type(p)) for h, p in zip(heads, plain.roi_heads.mask_head))
     assert type(heads[0]).__name__ == "CheckpointedHTCMaskHead"
+    # The backbone's segments are its stages: only their inputs are kept, not every block's.
+    bottom_up, plain_bottom_up = checkpointed.backbone.bottom_up, plain.backbone.bottom_up
+    assert type(bottom_up.res3).__name__ == "CheckpointedSequential"
+    assert type(bottom_up.res3[0]) is type(plain_bottom_up.res3[0])
+    assert type(checkpointed.proposal_generator.rpn_head).__name__ == "CheckpointedStandardRPNHead"
     # Applying twice changes nothing.
     assert type(apply_activation_checkpointing(checkpointed, ["mask_head"]).roi_heads.mask_head[0]) is type(heads[0])
 
@@ -119,8 +120,8 @@ def test_inference_unchanged(model_and_batch):
 
 
 @pytest.mark.parametrize("family, parts, match", [
-    ("scnet", ["backbone", "roi_head"], "unknown part 'roi_head'; the parts are backbone, box_head, mask_head, "
-                                        "semantic_head"),
+    ("scnet", ["backbone", "roi_head"], "unknown part 'roi_head'; the parts are backbone, rpn_head, box_head, "
+                                        "mask_head, semantic_head"),
     ("scnet", "backbone", "must be a list of part names"),
     ("mnc", ["semantic_head"], "MNC has no roi_heads.semantic_head to checkpoint"),
 ])
@@ -130,8 +131,10 @@ def test_bad_parts(family, parts, match):
         apply_activation_checkpointing(model, parts)
 
 
-def test_backbone_must_be_a_resnet():
+def test_backbone_must_be_a_resnet_and_the_rpn_head_there():
     model = nn.Module()
     model.backbone = nn.Sequential(nn.Conv2d(3, 3, 3))
-    with pytest.raises(ValueError, match="blocks of a ResNet .* this model's is a Sequential"):
+    with pytest.raises(ValueError, match="stages of a ResNet .* this model's is a Sequential"):
         apply_activation_checkpointing(model, ["backbone"])
+    with pytest.raises(ValueError, match="Module has no proposal_generator.rpn_head to checkpoint"):
+        apply_activation_checkpointing(model, ["rpn_head"])
