@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 
 import torch
@@ -33,6 +32,7 @@ from detectron2.modeling.backbone import BottleneckBlock
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
+from benchmark_child import measure_in_child
 from benchmark_timing import median_seconds
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -158,13 +158,11 @@ def main():
 
     results = {}
     for name in MODELS:
-        # A fresh process per model: CPU peak memory is per process, and no model warms another's caches.
-        cmd = [sys.executable, __file__, "--only", name, "--device", args.device, "--size", str(args.size),
-               "--repeats", str(args.repeats), "--threads", str(args.threads)]
-        cmd += ["--no-train"] if args.no_train else []
-        cmd += ["--flops"] if args.flops else []
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        results[name] = json.loads(out.strip().splitlines()[-1])
+        argv = ["--device", args.device, "--size", str(args.size), "--repeats", str(args.repeats),
+                "--threads", str(args.threads)]
+        argv += ["--no-train"] if args.no_train else []
+        argv += ["--flops"] if args.flops else []
+        results[name] = measure_in_child(__file__, name, argv)
         print(f"measured {name}: {results[name]}", file=sys.stderr)
 
     htc, d2 = results["HTC"], results["Cascade Mask R-CNN (detectron2)"]

@@ -17,7 +17,6 @@ import itertools
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -27,6 +26,7 @@ from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.utils.events import EventStorage
 
 from benchmark_cascades import build_model, make_inputs, rss_mb
+from benchmark_child import measure_in_child
 from benchmark_timing import synchronize
 from cascades.engine.amp import amp_trainer_class
 from cascades.modeling.activation_checkpointing import PARTS, apply_activation_checkpointing
@@ -85,16 +85,13 @@ def main():
 
     results = {}
     for setting in SETTINGS:
-        # A fresh process per setting: the CPU's peak resident memory is per process.
-        cmd = [sys.executable, __file__, "--only", setting, "--device", args.device, "--size", str(args.size),
-               "--steps", str(args.steps), "--threads", str(args.threads)]
-        run = subprocess.run(cmd, capture_output=True, text=True)
-        if run.returncode:
-            # E.g. killed by the kernel when the machine runs out of memory: say so, measure the rest.
-            print(f"{setting}: the measuring process failed (exit status {run.returncode}):\n{run.stderr[-2000:]}",
-                  file=sys.stderr)
+        argv = ["--device", args.device, "--size", str(args.size), "--steps", str(args.steps),
+                "--threads", str(args.threads)]
+        try:
+            results[setting] = measure_in_child(__file__, setting, argv)
+        except RuntimeError as e:  # say so, measure the rest
+            print(e, file=sys.stderr)
             continue
-        results[setting] = json.loads(run.stdout.strip().splitlines()[-1])
         print(f"measured {setting}: {results[setting]}", file=sys.stderr)
     if "float32 (baseline)" not in results:
         raise SystemExit("benchmark_memory.py: the float32 baseline could not be measured; no ratios")
