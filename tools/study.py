@@ -34,6 +34,7 @@ import math
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -265,7 +266,7 @@ class Runner:
         state_path = os.path.join(out, "study_state.json")
         start = time.time()
         before, cpu_before = state.get("wall_s", 0.0), state.get("cpu_s", 0.0)
-        last_print = start
+        last_print, first_iteration = start, None
         while proc.poll() is None:
             time.sleep(1.0)
             now = time.time()
@@ -281,8 +282,15 @@ class Runner:
             if now - last_print >= self.progress_s:
                 last_print = now
                 metrics = _metrics(out)
-                where = (f"iteration {metrics[-1]['iteration'] + 1}/{max_iter}, "
-                         f"total_loss {metrics[-1]['total_loss']:.3f}") if metrics else "starting"
+                where = "starting"
+                if metrics:
+                    iteration = metrics[-1]["iteration"] + 1
+                    where = f"iteration {iteration}/{max_iter}, total_loss {metrics[-1]['total_loss']:.3f}"
+                    if first_iteration is None:
+                        first_iteration, first_at = iteration, now
+                    elif iteration > first_iteration:  # the rate of this process's own iterations
+                        rate = (iteration - first_iteration) / (now - first_at)
+                        where += f", about {_duration((max_iter - iteration) / rate)} left"
                 self.say(f"{run.name}: {where}, {_duration(state['wall_s'])}")
         state["wall_s"] = before + time.time() - start
         write_json_atomic(state_path, state)
@@ -619,6 +627,7 @@ def main(argv=None) -> int:
                f"{args.jobs} at a time")
     failed = 0
     done = 0
+    walls = []  # of the runs finished by this invocation
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(runner.run, run, max_iters[run.row.name]): run for run in todo}
         try:
@@ -634,7 +643,10 @@ def main(argv=None) -> int:
                     m = rec["metrics"]
                     result = (f"mask AP {m.get('segm', {}).get('AP', float('nan')):.1f}, "
                               f"box AP {m.get('bbox', {}).get('AP', float('nan')):.1f}")
-                runner.say(f"[{done}/{len(todo)}] {run.name}: {result} ({_duration(rec['wall_time_s'])})")
+                walls.append(rec["wall_time_s"])
+                left = len(todo) - done
+                eta = f"; {left} to run, about {_duration(statistics.mean(walls) * left / args.jobs)} left" if left else ""
+                runner.say(f"[{done}/{len(todo)}] {run.name}: {result} ({_duration(rec['wall_time_s'])}){eta}")
                 report(study, args.records, command)
         except KeyboardInterrupt:
             runner.stopping.set()
