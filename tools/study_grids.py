@@ -136,9 +136,10 @@ STUDIES = {
                 Section("coco128_seg_val, 1 seed", rows=tuple(
                     Row("coco128-" + m, _small("COCO128", m), seeds=(1,), label=label)
                     for m, label in _MODELS[2:])),
-                Section("cascades_shapes_val (generated shapes), 1 seed", rows=(
-                    Row("shapes-cascade_mask_rcnn", "configs/DefaultShapes/cascade_mask_rcnn_R_18_FPN_demo.py",
-                        seeds=(1,), label="detectron2 Cascade Mask R-CNN (make demo)"),)),
+                Section("cascades_shapes_val (generated shapes), 1 seed", rows=tuple(
+                    Row("shapes-" + m, f"configs/DefaultShapes/{m}_R_18_FPN_demo.py", seeds=(1,),
+                        label=label + (" (make demo)" if m == "scnet" else ""))
+                    for m, label in _MODELS[1:])),
             ),
         ),
         Study(
