@@ -39,5 +39,5 @@ def test_unknown_checkpointing_part_fails_before_anything_starts(tmp_path):
         cli.main(["--config-file", DEMO, checkpointing_override().replace("mask_head", "mask_heads"),
                   f"train.output_dir={tmp_path}/out"])
     assert str(e.value) == ("train_net.py: error: train.activation_checkpointing: unknown part 'mask_heads'; the "
-                            "parts are backbone, box_head, mask_head, semantic_head")
+                            "parts are backbone, rpn_head, box_head, mask_head, semantic_head")
     assert not (tmp_path / "out").exists()

@@ -13,6 +13,6 @@ train.update(
     device="cuda" if torch.cuda.is_available() else "cpu",
     seed=-1,
     # Parts recomputed in the backward pass to save memory (cascades.modeling.activation_checkpointing):
-    # any of backbone, box_head, mask_head, semantic_head.
+    # any of backbone, rpn_head, box_head, mask_head, semantic_head.
     activation_checkpointing=[],
 )
