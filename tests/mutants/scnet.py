@@ -245,7 +245,7 @@ MUTANTS = [
         name="scnet_semantic_box_features_max_pooled",
         concept="released box branch: the embedding RoI-aligned at 14 x 14, averaged down to 7 x 7",
         path=HEADS,
-        old="return F.adaptive_avg_pool2d(x, self.box_pooler.output_size)",
+        old="return _average_down(x, self.box_pooler.output_size)",
         new="return F.adaptive_max_pool2d(x, self.box_pooler.output_size)",
         tests=[f"{BOX_CONTEXT_TEST}[scnet-from_mask_resolution]"],
     ),
